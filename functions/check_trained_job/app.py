@@ -1,0 +1,26 @@
+"""POST /check_trained_job: the caller's jobs, newest first; more via X-Next-Token."""
+
+import json
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory import jobs
+from aifactory.api import make_resolver, request
+from aifactory.log import logger
+from aifactory.models import ListJobsRequest
+
+app = make_resolver()
+
+
+@app.post("/check_trained_job")
+def check_trained_job() -> Response:
+    rt, owner, body = request(app, ListJobsRequest)
+    listed, next_token = jobs.list_jobs(rt, owner, body)
+    headers = {"X-Next-Token": next_token} if next_token else None
+    return Response(200, content_types.APPLICATION_JSON, json.dumps(listed), headers=headers)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

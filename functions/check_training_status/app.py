@@ -1,0 +1,23 @@
+"""POST /check_training_status: one job's state."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory import jobs
+from aifactory.api import make_resolver, request
+from aifactory.log import logger
+from aifactory.models import JobNameRequest
+
+app = make_resolver()
+
+
+@app.post("/check_training_status")
+def check_training_status() -> dict[str, Any]:
+    rt, owner, body = request(app, JobNameRequest)
+    return jobs.job_status(rt, owner, body.job_name)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,33 @@
+"""CallbackRetryQueue consumer: try a failed callback again, with backoff."""
+
+import json
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory.callbacks import retry_delivery
+from aifactory.log import logger
+from aifactory.runtime import get_runtime
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    retry_delivery(
+        get_runtime(),
+        json.loads(record.body)["job_name"],
+        receive_count=int(record.attributes.approximate_receive_count or 1),
+        receipt_handle=record.receipt_handle,
+    )
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,21 @@
+"""POST /stop_training_job: stop a job that is staging or training."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory import jobs
+from aifactory.api import make_resolver, request
+from aifactory.log import logger
+from aifactory.models import JobNameRequest
+
+app = make_resolver()
+
+
+@app.post("/stop_training_job")
+def stop_training_job() -> dict[str, str]:
+    rt, owner, body = request(app, JobNameRequest)
+    return jobs.stop_job(rt, owner, body.job_name)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""AI Factory's shared package: the domain logic behind every Lambda function."""

@@ -1,0 +1,135 @@
+"""The API edge shared by every route: body parsing, the caller's identity, one error map."""
+
+import base64
+import binascii
+import json
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from pydantic import BaseModel
+
+from aifactory.errors import BadRequest, FactoryError, Forbidden
+from aifactory.log import logger
+from aifactory.models import validate
+from aifactory.runtime import Runtime, get_runtime
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"status": "error", "message": message}),
+    )
+
+
+def make_resolver() -> APIGatewayRestResolver:
+    """A REST resolver whose errors all take the seed's shape."""
+    app = APIGatewayRestResolver()
+
+    @app.exception_handler(FactoryError)
+    def _factory_error(exc: FactoryError) -> Response:
+        if exc.status_code >= 500:
+            logger.error("request failed", extra={"reason": exc.message})
+        if isinstance(exc, Forbidden):  # as API Gateway itself answers
+            return Response(403, content_types.APPLICATION_JSON, json.dumps({"message": "Forbidden"}))
+        return _error(exc.status_code, exc.message)
+
+    @app.exception_handler(Exception)
+    def _internal_error(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        return _error(500, "Internal error; the request was not completed. Try again later.")
+
+    @app.not_found
+    def _not_found(exc: Exception) -> Response:
+        return _error(404, "no such route")
+
+    return app
+
+
+def _form_value(value: str) -> Any:
+    """Form fields carry nested objects as JSON strings."""
+    stripped = value.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def parse_body(event: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object from the body, whatever the Content-Type says; form bodies also read.
+
+    A form body (urlencoded or multipart, the seed's "form-data") carries the same keys,
+    with nested objects as JSON strings.
+    """
+    raw = event.get("body") or ""
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    if event.get("isBase64Encoded"):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise BadRequest("body: is not valid base64") from None
+    if len(data) > MAX_BODY_BYTES:
+        raise BadRequest(f"body: must be at most {MAX_BODY_BYTES} bytes")
+    if not data.strip():
+        return {}
+    try:
+        parsed = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        parsed = _parse_form(data, _content_type(event))
+    if not isinstance(parsed, dict):
+        raise BadRequest("body: must be a JSON object")
+    return parsed
+
+
+def _content_type(event: dict[str, Any]) -> str:
+    headers = event.get("headers") or {}
+    for name, value in headers.items():
+        if name.lower() == "content-type" and value:
+            return str(value)
+    return ""
+
+
+def _parse_form(data: bytes, content_type: str) -> dict[str, Any]:
+    if content_type.lower().startswith("multipart/form-data"):
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + data
+        )
+        fields = {}
+        if message.is_multipart():
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if name:
+                    payload = part.get_payload(decode=True) or b""
+                    fields[str(name)] = _form_value(payload.decode("utf-8", "replace"))
+        if fields:
+            return fields
+        raise BadRequest("body: is neither JSON nor readable form data")
+    try:
+        pairs = parse_qsl(data.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body: is not valid JSON") from None
+    return {key: _form_value(value) for key, value in pairs}
+
+
+def caller(app: APIGatewayRestResolver) -> str:
+    """The owner of the request: the API key's id, as API Gateway resolved it."""
+    identity = app.current_event.request_context.identity
+    key_id = identity.api_key_id if identity else None
+    if not key_id:
+        raise Forbidden("Forbidden")
+    return str(key_id)
+
+
+def request[M: BaseModel](app: APIGatewayRestResolver, model: type[M]) -> tuple[Runtime, str, M]:
+    """Everything a route needs: the runtime, the caller, and the validated body."""
+    rt = get_runtime()
+    owner = caller(app)
+    body = parse_body(app.current_event.raw_event)
+    return rt, owner, validate(model, body, rt.settings)

@@ -1,0 +1,253 @@
+"""Outbound HTTP to client-supplied URLs (dataset endpoints, callbacks), with an SSRF policy.
+
+Dataset and callback URLs are fetched server-side, so by default the Factory refuses any
+address that is not publicly routable. The URL string is checked when a job is created (a
+literal address in any spelling, or a localhost name), and the address each connection
+actually reaches is checked again when it is made, so DNS cannot smuggle a private address
+past the first check. Redirects are never followed, and every response is bounded in size
+and time. ``allow_private`` relaxes the address rules for local development only.
+"""
+
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from aifactory.errors import EgressError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_URL_LENGTH = 2048
+_NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
+# 64:ff9b::/96 (NAT64) embeds an IPv4 address in its last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def address_allowed(address: IPAddress) -> bool:
+    """True only for a publicly routable unicast address (IPv4-in-IPv6 forms unwrapped)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_allowed(address.ipv4_mapped)
+        if address.sixtofour is not None:
+            return address_allowed(address.sixtofour)
+        if address.teredo is not None:
+            return False
+        if address in _NAT64:
+            return address_allowed(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return bool(
+        address.is_global
+        and not (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+        )
+    )
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host string denotes by itself, in any spelling, else None.
+
+    Besides the canonical forms this catches what C resolvers accept: decimal
+    (2130706433), octal (0177.0.0.1), hex (0x7f.0.0.1) and short forms (127.1).
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.match(host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def check_url(url: str, *, allow_private: bool) -> str | None:
+    """Create-time check of a client URL. Returns a problem description, or None if fine."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    if any(c.isspace() for c in url):
+        return "must not contain whitespace"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http or https URL"
+    host = parts.hostname
+    if not host:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials; send them as headers"
+    if port == 0:
+        return "must not use port 0"
+    if allow_private:
+        return None
+    address = literal_address(host)
+    if address is not None:
+        if not address_allowed(address):
+            return f"points at a non-public address ({address})"
+        return None
+    if _NUMERIC_HOST.match(host) and any(c.isdigit() for c in host) and "." in host:
+        # Looks numeric yet is no valid address: a resolver could still read it as one.
+        if all(label.isdigit() or label.lower().startswith("0x") for label in host.split(".")):
+            return "is not a valid address"
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost") or name.endswith(".internal"):
+        return "points at a local host name"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query values, fit for a manifest or a log."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=REDACTED" for pair in parts.query.split("&") if pair
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _check_peer(sock: socket.socket) -> None:
+    peer = sock.getpeername()[0]
+    address = ipaddress.ip_address(peer.split("%", 1)[0])
+    if not address_allowed(address):
+        sock.close()
+        raise EgressError(f"refused to connect to non-public address {address}")
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _check_peer(sock)
+        return sock
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _check_peer(sock)
+        return sock
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """An adapter whose connections check the peer address they actually reached."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[assignment]
+            "http": _GuardedHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+
+class HttpClient:
+    """requests, with the egress policy, no redirects, no proxies and bounded responses."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        total_timeout: float = 120.0,
+    ) -> None:
+        self.allow_private = allow_private
+        self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxies or netrc from the environment
+        if not allow_private:
+            adapter = _GuardedAdapter()
+            self._session.mount("http://", adapter)
+            self._session.mount("https://", adapter)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> HttpResponse:
+        """Send one request. Raises EgressError with a header-free message on any failure."""
+        problem = check_url(url, allow_private=self.allow_private)
+        if problem:
+            raise EgressError(f"URL {problem}")
+        deadline = time.monotonic() + self.total_timeout
+        try:
+            with self._session.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+                **kwargs,
+            ) as response:
+                body = bytearray()
+                for chunk in response.iter_content(chunk_size=64 * 1024):
+                    body.extend(chunk)
+                    if len(body) > max_bytes:
+                        raise EgressError(f"response is larger than {max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise EgressError(f"response took longer than {self.total_timeout:.0f} s")
+                return HttpResponse(response.status_code, bytes(body))
+        except EgressError:
+            raise
+        except requests.exceptions.ConnectionError as exc:
+            cause = _root_cause(exc)
+            if isinstance(cause, EgressError):
+                raise cause from None
+            raise EgressError(f"could not connect ({type(cause).__name__})") from None
+        except requests.exceptions.Timeout:
+            raise EgressError("timed out") from None
+        except requests.exceptions.RequestException as exc:
+            raise EgressError(f"request failed ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while True:
+        nxt = exc.__cause__ or exc.__context__
+        if getattr(exc, "reason", None) is not None and isinstance(exc.reason, BaseException):
+            nxt = exc.reason
+        if nxt is None or id(nxt) in seen:
+            return exc
+        seen.add(id(nxt))
+        exc = nxt

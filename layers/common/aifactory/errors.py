@@ -1,0 +1,42 @@
+"""Domain errors. The API resolver maps each one to an HTTP status in one place (api.py)."""
+
+
+class FactoryError(Exception):
+    """An error whose message is safe to show to the client."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(FactoryError):
+    status_code = 400
+
+
+class Forbidden(FactoryError):
+    status_code = 403
+
+
+class NotFound(FactoryError):
+    status_code = 404
+
+
+class Conflict(FactoryError):
+    status_code = 409
+
+
+class EgressError(Exception):
+    """A dataset or callback URL could not be reached under the egress policy.
+
+    Its message names the problem and never carries request headers.
+    """
+
+
+class StagingFailed(Exception):
+    """Staging cannot go on; the message becomes the job's failure_reason."""
+
+
+class StagingStopped(Exception):
+    """The client asked to stop the job while its dataset was being staged."""

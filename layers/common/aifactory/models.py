@@ -1,0 +1,226 @@
+"""Request models: the seed's payloads, validated at the edge with production limits.
+
+Deployment limits (image allowlist, instance and volume maxima, the pages cap, the URL
+policy) come from Settings through pydantic's validation context.
+"""
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from aifactory.egress import check_url
+from aifactory.errors import BadRequest
+from aifactory.settings import Settings
+
+STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+
+# KMS encrypts at most 4096 bytes directly; both header maps together must fit.
+MAX_HEADERS_BYTES = 2000
+MAX_HEADERS = 50
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# SageMaker: at most 100 hyperparameters, keys up to 256 and values up to 2500 characters.
+MAX_HYPERPARAMETERS = 100
+MAX_HYPERPARAMETER_KEY = 256
+MAX_HYPERPARAMETER_VALUE = 2500
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+def _settings(info: ValidationInfo) -> Settings | None:
+    return (info.context or {}).get("settings")
+
+
+def _check_client_url(value: str, info: ValidationInfo) -> str:
+    settings = _settings(info)
+    allow_private = settings.allow_private_urls if settings else False
+    problem = check_url(value, allow_private=allow_private)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"must hold at most {MAX_HEADERS} headers")
+    for name, header_value in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if any(c in header_value for c in "\r\n\0"):
+            # Name only: the value is a secret.
+            raise ValueError(f"header {name!r} has a line break or NUL in its value")
+    if len(json.dumps(value).encode()) > MAX_HEADERS_BYTES:
+        raise ValueError(f"must total at most {MAX_HEADERS_BYTES} bytes")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+Headers = Annotated[dict[str, str], Field(default_factory=dict)]
+
+
+class CallbackUrl(_Strict):
+    url: str
+    headers: Headers
+
+    _url = field_validator("url")(_check_client_url)
+    _headers = field_validator("headers")(_check_headers)
+
+
+class Pagination(_Strict):
+    begin_offset: int = Field(default=0, ge=0)
+    page_size: int = Field(default=100, ge=1, le=500)
+    max_pages: int = Field(default=0, ge=0)
+    offset_param: str = Field(default="offset", min_length=1, max_length=64)
+    page_size_param: str = Field(default="page_size", min_length=1, max_length=64)
+
+    @field_validator("max_pages")
+    @classmethod
+    def _within_cap(cls, value: int, info: ValidationInfo) -> int:
+        settings = _settings(info)
+        if settings and value > settings.max_pages_cap:
+            raise ValueError(f"must be at most {settings.max_pages_cap} (the deployment's cap)")
+        return value
+
+
+class DatasetEndpoint(_Strict):
+    type: Literal["fetch"]
+    url: str
+    headers: Headers
+    pagination: Pagination = Field(default_factory=Pagination)
+    # Other servers page the same way with other spellings; these default to Chappie's.
+    method: Literal["POST", "GET"] = "POST"
+    params_in: Literal["form", "query", "json"] = "form"
+    records_key: str = Field(default="datasets", min_length=1, max_length=64)
+
+    _url = field_validator("url")(_check_client_url)
+    _headers = field_validator("headers")(_check_headers)
+
+
+class Resource(_Strict):
+    InstanceType: Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
+    InstanceCount: int = Field(default=1, ge=1)
+    VolumeSizeInGB: int = Field(default=5, ge=1)
+
+    @field_validator("InstanceCount")
+    @classmethod
+    def _count_limit(cls, value: int, info: ValidationInfo) -> int:
+        settings = _settings(info)
+        if settings and value > settings.max_instance_count:
+            raise ValueError(f"must be at most {settings.max_instance_count}")
+        return value
+
+    @field_validator("VolumeSizeInGB")
+    @classmethod
+    def _volume_limit(cls, value: int, info: ValidationInfo) -> int:
+        settings = _settings(info)
+        if settings and value > settings.max_volume_size_gb:
+            raise ValueError(f"must be at most {settings.max_volume_size_gb}")
+        return value
+
+
+def _hyperparameter_string(value: Any) -> str:
+    """Write a value as the seed writes it: True -> "True", 0.2 -> "0.2", 500 -> "500"."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError("must be a string, a number or a boolean")
+
+
+class TrainingModel(_Strict):
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    resource: Resource
+
+    @field_validator("image")
+    @classmethod
+    def _allowed_image(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is None or "*" in settings.image_prefixes:
+            return value
+        if not any(value.startswith(prefix) for prefix in settings.image_prefixes):
+            allowed = ", ".join(settings.image_prefixes)
+            raise ValueError(f"must be an image from an allowed registry ({allowed})")
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _sagemaker_limits(cls, value: dict[str, Any]) -> dict[str, str]:
+        if len(value) > MAX_HYPERPARAMETERS:
+            raise ValueError(f"must hold at most {MAX_HYPERPARAMETERS} entries")
+        result = {}
+        for key, raw in value.items():
+            if not 1 <= len(key) <= MAX_HYPERPARAMETER_KEY:
+                raise ValueError(f"key {key[:40]!r} must be 1 to 256 characters")
+            try:
+                text = _hyperparameter_string(raw)
+            except ValueError:
+                raise ValueError(f"{key!r} must be a string, a number or a boolean") from None
+            if len(text) > MAX_HYPERPARAMETER_VALUE:
+                raise ValueError(f"{key!r} must be at most {MAX_HYPERPARAMETER_VALUE} characters")
+            result[key] = text
+        return result
+
+
+class CreateTrainingJobRequest(BaseModel):
+    # Unknown top-level fields are ignored so clients may send more than the seed shows.
+    model_config = ConfigDict(extra="ignore")
+
+    callback_url: CallbackUrl
+    dataset_endpoint: DatasetEndpoint
+    training_model: TrainingModel
+    task_def: Literal["ml_tagger", "ml_topic"]
+    creator: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class ListJobsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["InProgress", "Completed", "Failed", "Stopping", "Stopped"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    next_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+
+
+class JobNameRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_name: Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One sentence per problem, each naming the field: `dataset_endpoint.url: must be ...`."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        if error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "extra_forbidden":
+            message = "is not a known field"
+        else:
+            message = message.replace("Input should be", "must be")
+            message = message.replace("String should", "must").replace("should", "must")
+        problems.append(f"{field}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+
+
+def validate[M: BaseModel](model: type[M], body: Any, settings: Settings | None = None) -> M:
+    """Validate a request body, raising BadRequest with a message that names each field."""
+    try:
+        return model.model_validate(body, context={"settings": settings})
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None

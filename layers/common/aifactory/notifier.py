@@ -1,0 +1,50 @@
+"""SageMaker training job state changes: keep the job record current, and on the terminal
+state send the callback. Events may repeat or arrive out of order."""
+
+from typing import Any
+
+from aifactory import callbacks, timefmt
+from aifactory.log import logger
+from aifactory.models import STATUSES, TERMINAL_STATUSES
+from aifactory.runtime import Runtime
+
+
+def _millis(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    try:
+        return int(timefmt.from_iso(str(value)).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | None) -> None:
+    job_name = detail.get("TrainingJobName")
+    status = detail.get("TrainingJobStatus")
+    if not job_name or status not in STATUSES:
+        logger.warning("ignoring a malformed state change", extra={"job_name": job_name})
+        return
+    job = rt.store.get(job_name)
+    if job is None:
+        logger.info("ignoring a job this Factory does not own", extra={"job_name": job_name})
+        return
+    event_millis = _millis(detail.get("LastModifiedTime")) or _millis(event_time) or 0
+    fields: dict[str, Any] = {"status": status, "sagemaker_job": True}
+    if detail.get("SecondaryStatus"):
+        fields["secondary_status"] = detail["SecondaryStatus"]
+    if detail.get("FailureReason"):
+        fields["failure_reason"] = detail["FailureReason"]
+    end = _millis(detail.get("TrainingEndTime"))
+    if status in TERMINAL_STATUSES:
+        moment = timefmt.from_epoch_millis(end) if end else timefmt.now()
+        fields["training_end_time"] = timefmt.to_iso(moment)
+    applied = rt.store.apply_event(job_name, event_millis, fields)
+    logger.info(
+        "state change" if applied else "stale or repeated state change",
+        extra={"job_name": job_name, "status": status, "secondary": fields.get("secondary_status")},
+    )
+    if status in TERMINAL_STATUSES:
+        # Even for a repeat: the claim inside makes sure only one callback is ever sent.
+        callbacks.start_delivery(rt, job_name)

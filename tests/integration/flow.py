@@ -1,0 +1,69 @@
+"""Drive the functions the way AWS would: API events in, queue messages and state changes
+between them."""
+
+import json
+from typing import Any
+
+from werkzeug import Request, Response
+
+from tests.support import Context, api_event, load_event, sqs_event, state_change
+
+SEED_JOB = load_event("create_training_job.json")
+
+
+def seed_request(dataset_url: str, callback_url: str, page_size: int = 100) -> dict[str, Any]:
+    """The seed's example request, unchanged but for its placeholders and the two URLs."""
+    body = json.loads(SEED_JOB["body"])
+    body["dataset_endpoint"]["url"] = dataset_url
+    body["dataset_endpoint"]["pagination"]["page_size"] = page_size
+    body["callback_url"]["url"] = callback_url
+    return body
+
+
+def call(fns: dict[str, Any], route: str, body: Any, key_id: str = "examplekeyid1", **kw: Any):
+    """Invoke an API function; returns (status, parsed body, headers)."""
+    response = fns[route].lambda_handler(api_event(route, body, key_id, **kw), Context())
+    headers = {**(response.get("headers") or {})}
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers.setdefault(name, values[-1])
+    return response["statusCode"], json.loads(response["body"]), headers
+
+
+def stage_pending(fns: dict[str, Any], aws: Any, env: dict[str, str]) -> list[str]:
+    """Deliver every queued staging message to the stage function, as SQS would."""
+    staged = []
+    while True:
+        messages = aws.sqs.receive_message(
+            QueueUrl=env["STAGE_QUEUE_URL"], MaxNumberOfMessages=1, AttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return staged
+        message = messages[0]
+        event = sqs_event("stage_dataset.json", json.loads(message["Body"]))
+        result = fns["stage_dataset"].lambda_handler(event, Context())
+        assert result == {"batchItemFailures": []}
+        aws.sqs.delete_message(
+            QueueUrl=env["STAGE_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"]
+        )
+        staged.append(json.loads(message["Body"])["job_name"])
+
+
+def notify(fns: dict[str, Any], sample: str, job_name: str, **detail: Any) -> None:
+    fns["notify"].lambda_handler(state_change(sample, job_name, **detail), Context())
+
+
+class Dataset:
+    """A Chappie-style dataset endpoint: POST form offset/page_size -> {"datasets": [...]}."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, request: Request) -> Response:
+        offset, size = int(request.form["offset"]), int(request.form["page_size"])
+        self.calls.append(
+            {"offset": offset, "page_size": size, "headers": dict(request.headers.items())}
+        )
+        page = self.records[offset : offset + size]
+        body = {"type": "fetch", "offset": offset, "page_size": size, "datasets": page}
+        return Response(json.dumps(body), content_type="application/json")

@@ -1,0 +1,129 @@
+"""Test support shared by the integration suites: events from events/, handler loading,
+a callback receiver and tar-building for evaluation reports."""
+
+import copy
+import importlib.util
+import io
+import json
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+FUNCTIONS = ROOT / "functions"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def load_function(folder: str) -> ModuleType:
+    """Import functions/<folder>/app.py under a unique name, as Lambda would load it."""
+    path = FUNCTIONS / folder / "app.py"
+    spec = importlib.util.spec_from_file_location(f"fn_{folder}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Context:
+    function_name = "test-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "test-request-id"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 300_000
+
+
+def api_event(
+    route: str,
+    body: Any,
+    key_id: str = "examplekeyid1",
+    content_type: str = "application/json",
+    raw: bool = False,
+) -> dict[str, Any]:
+    """The sample API event for `route`, with another body, caller and Content-Type."""
+    event = copy.deepcopy(load_event(f"{route}.json"))
+    event["body"] = body if raw else json.dumps(body)
+    event["headers"]["Content-Type"] = content_type
+    event["multiValueHeaders"]["Content-Type"] = [content_type]
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    return event
+
+
+def sqs_event(sample: str, message: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(sample))
+    record = event["Records"][0]
+    record["body"] = json.dumps(message)
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return event
+
+
+def state_change(sample: str, job_name: str, **detail: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(sample))
+    event["detail"]["TrainingJobName"] = job_name
+    event["detail"]["TrainingJobArn"] = (
+        f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job_name}"
+    )
+    event["resources"] = [event["detail"]["TrainingJobArn"]]
+    event["detail"].update(detail)
+    return event
+
+
+class CallbackReceiver:
+    """A real HTTP server on 127.0.0.1 that records every POST; its answers can be scripted."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.statuses: list[int] = []  # answers to give, in order; then 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                receiver.received.append(
+                    {"headers": dict(self.headers.items()), "body": json.loads(body)}
+                )
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/callback"
+
+    def __enter__(self) -> "CallbackReceiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
