@@ -1,0 +1,263 @@
+"""Least privilege: each role may do exactly what its code needs, on exactly its resources."""
+
+from typing import Any
+
+import pytest
+
+from tests.template.cfn import (
+    FUNCTIONS,
+    actions,
+    as_list,
+    managed_policy_names,
+    policy_documents,
+    render,
+    role_permissions,
+    statements,
+    statements_with_action,
+)
+
+pytestmark = pytest.mark.template
+
+TABLE = "${JobsTable.Arn}"
+KEY = "${FactoryKey.Arn}"
+DATASETS = "${DataBucket.Arn}/datasets/*"
+MODELS = "${DataBucket.Arn}/models/*"
+BUCKET = "${DataBucket.Arn}"
+TRAINING_JOBS = (
+    "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
+    ":training-job/sage-maker-train-*"
+)
+RETRY_QUEUE = "${CallbackRetryQueue.Arn}"
+
+# Action -> resources, per function. CreateFn's kms:Decrypt is there because SQS verifies a
+# new data key with Decrypt when a producer sends to a KMS-encrypted queue; it is allowed
+# only through SQS (checked below).
+EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
+    "CreateFn": {
+        "dynamodb:PutItem": {TABLE},
+        "dynamodb:DeleteItem": {TABLE},
+        "sqs:SendMessage": {"${StageQueue.Arn}"},
+        "kms:Encrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
+        "kms:Decrypt": {KEY},
+    },
+    "ListFn": {
+        "dynamodb:Query": {TABLE, "${JobsTable.Arn}/index/*"},
+    },
+    "StopFn": {
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "sagemaker:StopTrainingJob": {TRAINING_JOBS},
+    },
+    "StatusFn": {
+        "dynamodb:GetItem": {TABLE},
+    },
+    "StageFn": {
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "s3:PutObject": {DATASETS},
+        "s3:AbortMultipartUpload": {DATASETS},
+        "kms:Decrypt": {KEY},
+        "kms:Encrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
+        "sagemaker:CreateTrainingJob": {TRAINING_JOBS},
+        "sagemaker:AddTags": {TRAINING_JOBS},
+        "sagemaker:StopTrainingJob": {TRAINING_JOBS},
+        "iam:PassRole": {"${SageMakerExecutionRole.Arn}"},
+        "sqs:SendMessage": {RETRY_QUEUE},
+    },
+    "NotifyFn": {
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "s3:GetObject": {MODELS},
+        "s3:ListBucket": {BUCKET},
+        "kms:Decrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
+        # The retry queue, and NotifyDLQ as the on-failure destination of async invocations.
+        "sqs:SendMessage": {RETRY_QUEUE, "${NotifyDLQ.Arn}"},
+    },
+    "RetryFn": {
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "s3:GetObject": {MODELS},
+        "s3:ListBucket": {BUCKET},
+        "kms:Decrypt": {KEY},
+        "sqs:ChangeMessageVisibility": {RETRY_QUEUE},
+    },
+}
+
+BASE_MANAGED_POLICIES = {
+    "service-role/AWSLambdaBasicExecutionRole",  # its own log streams
+    "AWSXrayWriteOnlyAccess",  # active tracing
+}
+# What SAM attaches for an SQS event source (receive, delete, queue attributes).
+SQS_POLLER_POLICY = "service-role/AWSLambdaSQSQueueExecutionRole"
+
+
+@pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
+def test_function_role_allows_exactly_its_table_of_actions(
+    cfn: dict[str, Any], function_id: str
+) -> None:
+    # Given the function's role after the SAM transform
+    role_id = f"{function_id}Role"
+
+    # Then its inline policies allow exactly the expected actions on the expected resources
+    assert role_permissions(cfn, role_id) == EXPECTED_PERMISSIONS[function_id]
+
+    # And the only managed policies are the logging / tracing basics, plus SAM's SQS poller
+    # policy for the two queue consumers
+    expected_managed = set(BASE_MANAGED_POLICIES)
+    if function_id in ("StageFn", "RetryFn"):
+        expected_managed.add(SQS_POLLER_POLICY)
+    assert managed_policy_names(cfn, role_id) == expected_managed
+
+
+@pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
+def test_function_role_is_assumable_by_lambda_only(cfn: dict[str, Any], function_id: str) -> None:
+    trust = cfn["Resources"][f"{function_id}Role"]["Properties"]["AssumeRolePolicyDocument"]
+    principals = {
+        service
+        for statement in statements(trust)
+        for service in as_list(statement["Principal"]["Service"])
+    }
+    assert principals == {"lambda.amazonaws.com"}
+
+
+def test_no_allow_statement_grants_a_wildcard_action(cfn: dict[str, Any]) -> None:
+    # Given every policy document in the stack (roles, bucket, queues, key)
+    offenders = []
+    for logical_id, kind, document in policy_documents(cfn):
+        for statement in statements(document):
+            if statement.get("Effect") != "Allow":
+                continue  # a Deny of s3:* (the TLS guard) narrows access
+            assert "NotAction" not in statement, f"{logical_id}: NotAction in an Allow"
+            for action in actions(statement):
+                if action == "*" or action.endswith(":*"):
+                    offenders.append((logical_id, kind, action))
+    # Then no Allow names "*" or "service:*"
+    assert not offenders
+
+
+def test_identity_policies_use_resource_star_only_where_aws_requires_it(
+    cfn: dict[str, Any],
+) -> None:
+    # ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions
+    unscoped_ok = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+    offenders = []
+    for logical_id, kind, document in policy_documents(cfn):
+        if kind != "identity":
+            continue
+        for statement in statements(document):
+            unscoped = "*" in as_list(statement.get("Resource", []))
+            if unscoped and not set(actions(statement)) <= unscoped_ok:
+                offenders.append((logical_id, actions(statement)))
+    assert not offenders
+
+
+def test_metric_publishing_is_confined_to_sagemakers_namespace(cfn: dict[str, Any]) -> None:
+    statement = statements_with_action(cfn, "SageMakerExecutionRole", "cloudwatch:PutMetricData")
+    assert len(statement) == 1
+    assert statement[0]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}
+    }
+
+
+@pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
+def test_data_keys_are_only_generated_through_s3_or_sqs(
+    cfn: dict[str, Any], function_id: str
+) -> None:
+    for statement in statements_with_action(cfn, f"{function_id}Role", "kms:GenerateDataKey"):
+        via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+        services = {render(v) for v in as_list(via)}
+        assert services <= {"s3.${AWS::Region}.amazonaws.com", "sqs.${AWS::Region}.amazonaws.com"}
+
+
+def test_create_fn_can_decrypt_only_through_sqs(cfn: dict[str, Any]) -> None:
+    # CreateFn seals client secrets but must never be able to open them
+    decrypts = statements_with_action(cfn, "CreateFnRole", "kms:Decrypt")
+    assert decrypts
+    for statement in decrypts:
+        via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+        assert render(via) == "sqs.${AWS::Region}.amazonaws.com"
+
+
+def test_execution_role_can_be_passed_to_sagemaker_only(cfn: dict[str, Any]) -> None:
+    (statement,) = statements_with_action(cfn, "StageFnRole", "iam:PassRole")
+    assert statement["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+
+
+@pytest.mark.parametrize("function_id", ["NotifyFn", "RetryFn"])
+def test_bucket_listing_is_limited_to_the_models_prefix(
+    cfn: dict[str, Any], function_id: str
+) -> None:
+    (statement,) = statements_with_action(cfn, f"{function_id}Role", "s3:ListBucket")
+    assert statement["Condition"] == {"StringLike": {"s3:prefix": "models/*"}}
+
+
+def test_sagemaker_execution_role_reads_datasets_writes_models_and_pulls_images(
+    cfn: dict[str, Any],
+) -> None:
+    role = cfn["Resources"]["SageMakerExecutionRole"]["Properties"]
+    trust = statements(role["AssumeRolePolicyDocument"])
+    assert [s["Principal"] for s in trust] == [{"Service": "sagemaker.amazonaws.com"}]
+
+    logs_group = (
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+        ":log-group:/aws/sagemaker/TrainingJobs"
+    )
+    repositories = "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/*"
+    assert role_permissions(cfn, "SageMakerExecutionRole") == {
+        "s3:GetObject": {DATASETS},
+        "s3:ListBucket": {BUCKET},
+        "s3:PutObject": {MODELS},
+        "kms:Decrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
+        "kms:Encrypt": {KEY},
+        "ecr:GetAuthorizationToken": {"*"},
+        "ecr:BatchGetImage": {repositories},
+        "ecr:GetDownloadUrlForLayer": {repositories},
+        "ecr:BatchCheckLayerAvailability": {repositories},
+        "logs:CreateLogGroup": {logs_group, logs_group + ":*"},
+        "logs:CreateLogStream": {logs_group, logs_group + ":*"},
+        "logs:PutLogEvents": {logs_group, logs_group + ":*"},
+        "logs:DescribeLogStreams": {logs_group, logs_group + ":*"},
+        "cloudwatch:PutMetricData": {"*"},
+    }
+    (listing,) = statements_with_action(cfn, "SageMakerExecutionRole", "s3:ListBucket")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "datasets/*"}}
+
+
+def test_key_policy_keeps_the_account_in_control_and_scopes_services(
+    cfn: dict[str, Any],
+) -> None:
+    key = cfn["Resources"]["FactoryKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    policy = statements(key["KeyPolicy"])
+    root = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
+
+    # The account can administer the key (it cannot become unmanageable)
+    admin = [s for s in policy if "kms:PutKeyPolicy" in actions(s) or "kms:Put*" in actions(s)]
+    assert admin and all(render(s["Principal"]["AWS"]) == root for s in admin)
+    assert any("kms:ScheduleKeyDeletion" in actions(s) for s in admin)
+
+    # Any service principal is held to conditions
+    for statement in policy:
+        if "Service" in statement["Principal"]:
+            assert statement.get("Condition"), statement
+
+
+def test_rule_dead_letters_are_accepted_from_the_training_state_rule_only(
+    cfn: dict[str, Any],
+) -> None:
+    policy = cfn["Resources"]["NotifyDLQPolicy"]["Properties"]
+    assert [render(q) for q in policy["Queues"]] == ["${NotifyDLQ}"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert actions(statement) == ["sqs:SendMessage"]
+    assert render(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == (
+        "${NotifyFnTrainingStateRule.Arn}"
+    )
