@@ -14,7 +14,8 @@ from aifactory.callbacks import retry_delivery
 from aifactory.log import logger
 from aifactory.runtime import get_runtime
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# One record per batch: report its failure as an item, never as a crashed invocation.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> None:

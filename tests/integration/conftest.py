@@ -101,6 +101,23 @@ def aws(factory_env: dict[str, str]) -> Any:
     return Clients()
 
 
+@pytest.fixture(autouse=True)
+def empty_queues(factory_env: dict[str, str]) -> None:
+    """Each test sees only the messages it causes."""
+    sqs = boto3.client("sqs")
+    for name in ("STAGE_QUEUE_URL", "CALLBACK_RETRY_QUEUE_URL", "CALLBACK_DLQ_URL"):
+        while messages := sqs.receive_message(
+            QueueUrl=factory_env[name], MaxNumberOfMessages=10, VisibilityTimeout=0
+        ).get("Messages"):
+            sqs.delete_message_batch(
+                QueueUrl=factory_env[name],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+
+
 @pytest.fixture
 def callbacks() -> Iterator[CallbackReceiver]:
     with CallbackReceiver() as receiver:

@@ -90,11 +90,8 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     assert "secret" not in json.dumps(described, default=str)
 
     # When training writes its artifacts (the report in output.tar.gz) and SageMaker says so
-    aws.s3.put_object(
-        Bucket=bucket,
-        Key=f"models/{job}/output/model.tar.gz",
-        Body=tar_gz({"model.npz": b"weights"}),
-    )
+    model = tar_gz({"model.npz": b"weights"})
+    aws.s3.put_object(Bucket=bucket, Key=f"models/{job}/output/model.tar.gz", Body=model)
     aws.s3.put_object(
         Bucket=bucket,
         Key=f"models/{job}/output/output.tar.gz",
@@ -130,7 +127,7 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     }
     assert callback["model_s3_uri"] == f"s3://{bucket}/models/{job}/output/model.tar.gz"
     # and the model link downloads the model
-    assert requests.get(callback["model"], timeout=10).content == tar_gz({"model.npz": b"weights"})
+    assert requests.get(callback["model"], timeout=10).content == model
 
     # and the job is listed as Completed with its end time
     status, listed, _ = call(fns, "check_trained_job", {})

@@ -145,7 +145,10 @@ def retry_delivery(rt: Runtime, job_name: str, receive_count: int, receipt_handl
     else:
         rt.store.record_delivery(job_name, "retrying", attempt, error)
         delay = min(MAX_VISIBILITY_SECONDS, rt.settings.callback_retry_base_seconds * 2**receive_count)
-        rt.queues.delay(rt.settings.callback_retry_queue_url, receipt_handle, delay)
+        try:
+            rt.queues.delay(rt.settings.callback_retry_queue_url, receipt_handle, delay)
+        except Exception:  # the queue's own visibility timeout still spaces the retries
+            logger.exception("could not set the retry backoff", extra={"job_name": job_name})
         logger.warning(
             "callback failed; will retry",
             extra={"job_name": job_name, "attempt": attempt, "delay": delay},

@@ -242,12 +242,13 @@ class HttpClient:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a requests/urllib3 error (not what was being handled)."""
     seen = set()
-    while True:
-        nxt = exc.__cause__ or exc.__context__
-        if getattr(exc, "reason", None) is not None and isinstance(exc.reason, BaseException):
-            nxt = exc.reason
-        if nxt is None or id(nxt) in seen:
-            return exc
-        seen.add(id(nxt))
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        reason = getattr(exc, "reason", None)
+        nxt = reason if isinstance(reason, BaseException) else exc.__cause__
+        if nxt is None:
+            break
         exc = nxt
+    return exc

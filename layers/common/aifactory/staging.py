@@ -202,7 +202,9 @@ def stage_job(rt: Runtime, job_name: str, *, final_attempt: bool = True) -> None
         if not final_attempt:
             raise
         logger.exception("staging failed unexpectedly", extra={"job_name": job_name})
-        _end(rt, job_name, "Failed", "internal error while staging the dataset")
+        job = rt.store.get(job_name)
+        if job and not job.get("sagemaker_job"):  # once SageMaker has it, its events rule
+            _end(rt, job_name, "Failed", "internal error while staging the dataset")
 
 
 def _stage(rt: Runtime, job_name: str) -> None:

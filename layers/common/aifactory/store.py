@@ -62,7 +62,7 @@ class JobStore:
             params["FilterExpression"] = "#status = :status"
             params["ExpressionAttributeNames"]["#status"] = "status"
             params["ExpressionAttributeValues"][":status"] = {"S": status}
-        config: dict[str, Any] = {"MaxItems": limit, "PageSize": min(1000, max(limit, 25))}
+        config: dict[str, Any] = {"MaxItems": limit, "PageSize": limit}
         if next_token:
             _check_token(next_token, owner)
             config["StartingToken"] = next_token
@@ -192,9 +192,11 @@ def _check_token(token: str, owner: str) -> None:
     """A continuation token must be one of ours, for this owner's index."""
     try:
         decoded = json.loads(base64.b64decode(token, validate=True))
-        start_key = decoded["ExclusiveStartKey"]
-        token_owner = start_key["owner"]["S"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        start_key = decoded.get("ExclusiveStartKey")
+        # Within the first page the token holds only how many items to skip.
+        token_owner = start_key["owner"]["S"] if start_key is not None else owner
+        valid = isinstance(decoded.get("boto_truncate_amount", 0), int)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise BadRequest("next_token: is not a token this API issued") from None
-    if token_owner != owner:
+    if token_owner != owner or not valid:
         raise BadRequest("next_token: is not a token this API issued")

@@ -1,0 +1,361 @@
+"""Staging failures, stops, repeated events and callback delivery, as the client sees them:
+the job's status and the callback it receives."""
+
+import json
+
+import pytest
+from werkzeug import Response
+
+from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending
+from tests.support import Context, sqs_event
+
+RECORDS = [{"text": f"t{i}", "label": "a"} for i in range(30)]
+
+
+def create(fns, body, key_id="examplekeyid1"):
+    status, answer, _ = call(fns, "create_training_job", body, key_id)
+    assert status == 200, answer
+    return answer["job_name"]
+
+
+def status_of(fns, job):
+    return call(fns, "check_training_status", {"job_name": job})[1]
+
+
+def no_training_job(aws, job):
+    names = [j["TrainingJobName"] for j in aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]]
+    return job not in names
+
+
+# -- staging failures -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("responder", "reason"),
+    [
+        (lambda r: Response("boom", status=500), "dataset endpoint at offset 0 answered HTTP 500"),
+        (lambda r: Response("{not json", content_type="application/json"), "returned malformed JSON"),
+        (lambda r: Response(json.dumps({"items": []})), "returned no 'datasets' list"),
+        (
+            lambda r: Response("", status=302, headers={"Location": "http://169.254.169.254/"}),
+            "answered HTTP 302; redirects are not followed",
+        ),
+        (lambda r: Response(json.dumps({"datasets": []})), "dataset endpoint returned no records"),
+    ],
+)
+def test_staging_failure_fails_the_job_and_calls_back_with_the_reason(
+    fns, aws, factory_env, callbacks, httpserver, responder, reason
+):
+    # Given a dataset endpoint that misbehaves
+    httpserver.expect_request("/data").respond_with_handler(responder)
+    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url))
+    # When staging runs
+    stage_pending(fns, aws, factory_env)
+    # Then the job failed with a clear reason, no training job exists, and the client was told
+    status = status_of(fns, job)
+    assert status["status"] == "Failed"
+    assert reason in status["failure_reason"]
+    assert status["training_end_time"]
+    assert no_training_job(aws, job)
+    [received] = callbacks.received
+    callback = received["body"]
+    assert (callback["status"], callback["job_name"], callback["model"], callback["log"]) == (
+        "Failed", job, None, None
+    )
+    assert reason in callback["failure_reason"]
+    # and nothing half-written stays in the bucket
+    listed = aws.s3.list_objects_v2(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
+    assert listed.get("KeyCount", 0) == 0
+    uploads = aws.s3.list_multipart_uploads(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
+    assert not uploads.get("Uploads")
+
+
+def test_unreachable_dataset_endpoint_fails_the_job(fns, aws, factory_env, callbacks):
+    job = create(fns, seed_request("http://127.0.0.1:9/nothing-listens", callbacks.url))
+    stage_pending(fns, aws, factory_env)
+    status = status_of(fns, job)
+    assert status["status"] == "Failed"
+    assert "could not connect" in status["failure_reason"]
+    assert callbacks.received[0]["body"]["status"] == "Failed"
+
+
+def test_pages_cap_exceeded_fails_the_job(
+    fns, aws, factory_env, callbacks, httpserver, settings_override
+):
+    # Given a deployment cap of 2 pages and a dataset of 3 full pages, with max_pages 0
+    settings_override(MAX_PAGES_CAP="2")
+    httpserver.expect_request("/data").respond_with_handler(Dataset(RECORDS))
+    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10))
+    stage_pending(fns, aws, factory_env)
+    status = status_of(fns, job)
+    assert status["status"] == "Failed"
+    assert "more than 2 pages" in status["failure_reason"]
+
+
+def test_max_pages_limits_what_is_staged(fns, aws, factory_env, callbacks, httpserver):
+    dataset = Dataset(RECORDS)
+    httpserver.expect_request("/data").respond_with_handler(dataset)
+    body = seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10)
+    body["dataset_endpoint"]["pagination"].update({"begin_offset": 5, "max_pages": 2})
+    job = create(fns, body)
+    stage_pending(fns, aws, factory_env)
+    assert [c["offset"] for c in dataset.calls] == [5, 15]
+    data = aws.s3.get_object(
+        Bucket=factory_env["DATA_BUCKET"], Key=f"datasets/{job}/train/data.jsonl"
+    )["Body"].read()
+    assert [json.loads(line) for line in data.splitlines()] == RECORDS[5:25]
+
+
+def test_an_empty_page_ends_the_dataset(fns, aws, factory_env, callbacks, httpserver):
+    dataset = Dataset(RECORDS[:20])
+    httpserver.expect_request("/data").respond_with_handler(dataset)
+    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10))
+    stage_pending(fns, aws, factory_env)
+    assert [c["offset"] for c in dataset.calls] == [0, 10, 20]
+    manifest = json.loads(
+        aws.s3.get_object(
+            Bucket=factory_env["DATA_BUCKET"], Key=f"datasets/{job}/manifest.json"
+        )["Body"].read()
+    )
+    assert (manifest["records"], manifest["pages"]) == (20, 2)
+
+
+def test_other_spellings_of_the_paging_contract(fns, aws, factory_env, callbacks, httpserver):
+    # Given a server that pages with GET ?start=&limit= and answers {"items": [...]}
+    seen = []
+
+    def handler(request):
+        start, limit = int(request.args["start"]), int(request.args["limit"])
+        seen.append((request.method, start, limit))
+        return Response(json.dumps({"items": RECORDS[start : start + limit]}))
+
+    httpserver.expect_request("/items", method="GET").respond_with_handler(handler)
+    body = seed_request(httpserver.url_for("/items"), callbacks.url, page_size=25)
+    body["dataset_endpoint"].update({"method": "GET", "params_in": "query", "records_key": "items"})
+    body["dataset_endpoint"]["pagination"].update(
+        {"offset_param": "start", "page_size_param": "limit"}
+    )
+    job = create(fns, body)
+    stage_pending(fns, aws, factory_env)
+    assert seen == [("GET", 0, 25), ("GET", 25, 25)]
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
+# -- stops ------------------------------------------------------------------------------------
+def test_stop_while_staging_creates_no_training_job_and_calls_back_stopped(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a job still waiting for staging
+    dataset = Dataset(RECORDS)
+    httpserver.expect_request("/data").respond_with_handler(dataset)
+    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url))
+    # When the client stops it
+    status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
+    assert (status, answer) == (200, {"status": "success", "job_name": job})
+    assert status_of(fns, job)["status"] == "Stopping"
+    stage_pending(fns, aws, factory_env)
+    # Then the dataset was never fetched, SageMaker never saw the job, and it ended Stopped
+    assert dataset.calls == []
+    assert no_training_job(aws, job)
+    assert status_of(fns, job)["status"] == "Stopped"
+    [received] = callbacks.received
+    assert (received["body"]["status"], received["body"]["model"]) == ("Stopped", None)
+    # and a second stop is refused as the seed's API refused it
+    status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
+    assert status == 409
+    assert answer["message"].endswith("the training job is in status Stopped.")
+
+
+def test_stop_between_pages_aborts_the_upload(fns, aws, factory_env, callbacks, httpserver):
+    # Given a dataset endpoint during whose second page the client stops the job
+    job_box = {}
+    dataset = Dataset(RECORDS)
+
+    def handler(request):
+        if len(dataset.calls) == 1:
+            call(fns, "stop_training_job", {"job_name": job_box["job"]})
+        return dataset(request)
+
+    httpserver.expect_request("/data").respond_with_handler(handler)
+    job_box["job"] = job = create(
+        fns, seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10)
+    )
+    stage_pending(fns, aws, factory_env)
+    # Then staging stopped before the third page and left nothing behind
+    assert len(dataset.calls) == 2
+    assert status_of(fns, job)["status"] == "Stopped"
+    listed = aws.s3.list_objects_v2(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
+    assert listed.get("KeyCount", 0) == 0
+    assert [c["body"]["status"] for c in callbacks.received] == ["Stopped"]
+
+
+# -- events -----------------------------------------------------------------------------------
+def staged_job(fns, aws, factory_env, callbacks, httpserver):
+    httpserver.expect_request("/data").respond_with_handler(Dataset(RECORDS[:3]))
+    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url))
+    stage_pending(fns, aws, factory_env)
+    return job
+
+
+def test_repeated_terminal_events_send_exactly_one_callback(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    for _ in range(3):
+        notify(fns, "notify_completed.json", job)
+    notify(fns, "notify_failed.json", job, LastModifiedTime=1895765200000)
+    assert len(callbacks.received) == 1
+    assert status_of(fns, job)["status"] == "Completed"
+
+
+def test_stale_events_do_not_move_the_job_backwards(fns, aws, factory_env, callbacks, httpserver):
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Training", LastModifiedTime=2000)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Downloading", LastModifiedTime=1000)
+    assert status_of(fns, job)["secondary_status"] == "Training"
+    notify(fns, "notify_completed.json", job, LastModifiedTime=3000)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Uploading", LastModifiedTime=4000)
+    assert status_of(fns, job)["status"] == "Completed"
+
+
+def test_failed_training_calls_back_with_the_failure_reason(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_failed.json", job)
+    status = status_of(fns, job)
+    assert status["status"] == "Failed"
+    assert status["failure_reason"].startswith("AlgorithmError")
+    # moto's DescribeTrainingJob reports Completed; the callback follows SageMaker's word
+    [received] = callbacks.received
+    assert received["body"]["job_name"] == job
+
+
+def test_events_for_jobs_of_no_factory_are_ignored(fns, callbacks):
+    notify(fns, "notify_completed.json", "sage-maker-train-20000101-000000-000000")
+    assert callbacks.received == []
+
+
+# -- delivery ---------------------------------------------------------------------------------
+def receive_retry(aws, factory_env):
+    """The next retry message, as SQS would hand it to the retry function."""
+    messages = aws.sqs.receive_message(
+        QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"], AttributeNames=["All"]
+    ).get("Messages", [])
+    assert len(messages) == 1
+    message = messages[0]
+    event = sqs_event(
+        "retry_callback.json",
+        json.loads(message["Body"]),
+        int(message["Attributes"]["ApproximateReceiveCount"]),
+    )
+    event["Records"][0]["receiptHandle"] = message["ReceiptHandle"]
+    return event
+
+
+def queue_counts(aws, factory_env, name="CALLBACK_RETRY_QUEUE_URL"):
+    attrs = aws.sqs.get_queue_attributes(QueueUrl=factory_env[name], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    return {
+        "visible": int(attrs["ApproximateNumberOfMessages"]),
+        "hidden": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
+    }
+
+
+def job_item(aws, factory_env, job):
+    return aws.dynamodb.Table(factory_env["JOBS_TABLE"]).get_item(Key={"job_name": job})["Item"]
+
+
+def test_failed_delivery_is_queued_with_backoff(fns, aws, factory_env, callbacks, httpserver):
+    # Given a callback receiver that refuses
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.statuses = [503]
+    delayed_before = queue_counts(aws, factory_env)["delayed"]
+    # When the job completes
+    notify(fns, "notify_completed.json", job)
+    # Then the callback waits in the retry queue, delayed, and the record says why
+    assert queue_counts(aws, factory_env)["delayed"] == delayed_before + 1
+    item = job_item(aws, factory_env, job)
+    assert (item["callback_state"], item["callback_last_error"]) == (
+        "retrying", "callback answered HTTP 503"
+    )
+
+
+def test_a_failed_retry_is_hidden_for_its_backoff(
+    fns, aws, factory_env, callbacks, httpserver, settings_override
+):
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.statuses = [500, 500]
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    notify(fns, "notify_completed.json", job)
+    event = receive_retry(aws, factory_env)
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="60")
+    result = fns["retry_callback"].lambda_handler(event, Context())
+    assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    # hidden for base * 2**1 seconds: not visible now
+    counts = queue_counts(aws, factory_env)
+    assert (counts["visible"], counts["hidden"]) == (0, 1)
+
+
+def test_failed_delivery_is_retried_until_it_succeeds(
+    fns, aws, factory_env, callbacks, httpserver, settings_override
+):
+    # Given a callback receiver that fails three times, and no backoff (to keep the test fast)
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.statuses = [503, 500, 502]
+    notify(fns, "notify_completed.json", job)
+    retry = fns["retry_callback"].lambda_handler
+    # When SQS hands the retry message to the retry function until it succeeds
+    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
+    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
+    assert retry(receive_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
+    # Then the client got the same callback four times, and the record says delivered
+    assert [c["body"]["job_name"] for c in callbacks.received] == [job] * 4
+    assert callbacks.received[0]["body"] == callbacks.received[3]["body"] | {
+        "model": callbacks.received[0]["body"]["model"]
+    }
+    item = job_item(aws, factory_env, job)
+    assert (item["callback_state"], int(item["callback_attempts"])) == ("delivered", 4)
+    assert "callback_last_error" not in item
+
+
+def test_undeliverable_callback_ends_in_the_dead_letter_queue(
+    fns, aws, factory_env, callbacks, httpserver, settings_override
+):
+    # Given a receiver that always fails
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.statuses = [500] * 20
+    notify(fns, "notify_completed.json", job)
+    max_attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
+    # When SQS delivers the retry message as often as its redrive policy allows
+    for _ in range(max_attempts):
+        event = receive_retry(aws, factory_env)
+        result = fns["retry_callback"].lambda_handler(event, Context())
+        assert result["batchItemFailures"]
+    # Then the client was tried 1 + max_attempts times, the record says it failed,
+    assert len(callbacks.received) == 1 + max_attempts
+    item = job_item(aws, factory_env, job)
+    assert item["callback_state"] == "failed"
+    assert int(item["callback_attempts"]) == 1 + max_attempts
+    assert item["callback_last_error"] == "callback answered HTTP 500"
+    # and once its visibility timeout passes, SQS moves it to the dead-letter queue
+    aws.sqs.change_message_visibility(
+        QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"],
+        ReceiptHandle=event["Records"][0]["receiptHandle"],
+        VisibilityTimeout=0,
+    )
+    assert not aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"]).get(
+        "Messages"
+    )
+    dead = aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_DLQ_URL"]).get("Messages", [])
+    assert [json.loads(m["Body"]) for m in dead] == [{"job_name": job}]
+
+
+def test_backoff_spans_more_than_an_hour_over_at_least_six_retries(factory_env):
+    # The delay before retry k is base * 2**(k-1), with the template's defaults.
+    base = int(factory_env["CALLBACK_RETRY_BASE_SECONDS"])
+    attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
+    assert attempts >= 6
+    assert sum(base * 2**k for k in range(attempts)) >= 3600

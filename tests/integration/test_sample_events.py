@@ -1,0 +1,55 @@
+"""Every handler, invoked with every sample event in events/ (as `sam local invoke -e` would)."""
+
+import json
+
+import pytest
+
+from tests.support import EVENTS, Context, load_event
+
+API = {
+    "create_training_job.json": ("create_training_job", 200),
+    "check_trained_job.json": ("check_trained_job", 200),
+    "stop_training_job.json": ("stop_training_job", 404),  # the sample's job does not exist
+    "check_training_status.json": ("check_training_status", 404),
+}
+RECORDS = {"stage_dataset.json": "stage_dataset", "retry_callback.json": "retry_callback"}
+NOTIFY = ["notify_inprogress.json", "notify_completed.json", "notify_failed.json",
+          "notify_stopped.json"]
+
+
+def test_every_sample_event_is_covered():
+    names = {p.name for p in EVENTS.glob("*.json")} - {"env.json"}
+    assert names == set(API) | set(RECORDS) | set(NOTIFY)
+
+
+def test_env_json_names_every_setting():
+    env = load_event("env.json")["Parameters"]
+    from aifactory.settings import load_settings
+
+    load_settings(env)  # raises if a required variable is missing
+
+
+@pytest.mark.parametrize("name", sorted(API))
+def test_api_sample_events(fns, name):
+    function, expected = API[name]
+    response = fns[function].lambda_handler(load_event(name), Context())
+    assert response["statusCode"] == expected
+    body = json.loads(response["body"])
+    if expected == 200 and function == "create_training_job":
+        assert body["status"] == "success"
+    elif expected == 404:
+        assert body["status"] == "error"
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_queue_sample_events(fns, name):
+    # The sample's job does not exist: the message is consumed without a failure.
+    assert fns[RECORDS[name]].lambda_handler(load_event(name), Context()) == {
+        "batchItemFailures": []
+    }
+
+
+@pytest.mark.parametrize("name", NOTIFY)
+def test_notify_sample_events(fns, name, callbacks):
+    assert fns["notify"].lambda_handler(load_event(name), Context()) is None
+    assert callbacks.received == []  # a job of no Factory's: ignored
