@@ -1,0 +1,87 @@
+"""The API's domain with in-memory adapters: what is recorded, queued and refused."""
+
+import json
+
+import pytest
+
+from aifactory import jobs
+from aifactory.errors import Conflict, NotFound
+from aifactory.models import CreateTrainingJobRequest, validate
+from tests.support import load_event
+from tests.unit.fakes import FakeQueues, FakeStore, fake_runtime
+
+SEED = json.loads(load_event("create_training_job.json")["body"])
+
+
+def seed_request(rt):
+    return validate(CreateTrainingJobRequest, SEED, rt.settings)
+
+
+def test_create_records_the_job_without_its_headers_and_queues_staging():
+    rt = fake_runtime()
+    answer = jobs.create_job(rt, "owner1", seed_request(rt))
+    job = rt.store.get(answer["job_name"])
+    assert (job["status"], job["secondary_status"], job["owner"]) == ("InProgress", "Staging", "owner1")
+    assert "headers" not in job["request"]["callback_url"]
+    assert "headers" not in job["request"]["dataset_endpoint"]
+    assert rt.secrets.open(job["job_name"], job["secrets"]) == {
+        "callback_headers": {"x-api-key": "callback-secret-example"},
+        "dataset_headers": {"x-api-key": "dataset-secret-example"},
+    }
+    assert rt.queues.sent == [(rt.settings.stage_queue_url, {"job_name": answer["job_name"]}, 0)]
+
+
+def test_create_leaves_no_record_when_the_queue_refuses():
+    store = FakeStore()
+    rt = fake_runtime(store=store, queues=FakeQueues(fail=True))
+    with pytest.raises(ConnectionError):
+        jobs.create_job(rt, "owner1", seed_request(rt))
+    assert store.items == {}
+
+
+def test_job_names_fit_sagemaker():
+    import re
+
+    names = {jobs.new_job_name() for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert re.fullmatch(r"sage-maker-train-\d{8}-\d{6}-[0-9a-f]{6}", name)
+        assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)
+
+
+def test_stop_while_staging_only_flags_the_job():
+    rt = fake_runtime()
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    assert jobs.stop_job(rt, "owner1", name) == {"status": "success", "job_name": name}
+    assert rt.training.stopped == []
+    assert rt.store.get(name)["stop_requested"] is True
+
+
+def test_stop_of_a_training_job_asks_sagemaker():
+    rt = fake_runtime()
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    rt.store.items[name]["sagemaker_job"] = True
+    jobs.stop_job(rt, "owner1", name)
+    assert rt.training.stopped == [name]
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Stopped"])
+def test_stop_of_an_ended_job_is_a_conflict(status):
+    rt = fake_runtime()
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    rt.store.items[name]["status"] = status
+    with pytest.raises(Conflict) as raised:
+        jobs.stop_job(rt, "owner1", name)
+    assert raised.value.message == (
+        f"The request was rejected because the training job is in status {status}."
+    )
+
+
+def test_other_owners_cannot_see_or_stop_a_job():
+    rt = fake_runtime()
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    with pytest.raises(NotFound):
+        jobs.job_status(rt, "owner2", name)
+    with pytest.raises(NotFound):
+        jobs.stop_job(rt, "owner2", name)
+    assert "stop_requested" not in rt.store.get(name)
