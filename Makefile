@@ -32,6 +32,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# Every function's entry point is named app.py: check them one at a time.
+	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
 validate: $(STAMP)
 	$(BIN)/cfn-lint template.yaml

@@ -33,10 +33,15 @@ def _queue(sqs: Any, name: str, logical_id: str, dlq_arn: str | None = None) -> 
     redrive = props.get("RedrivePolicy")
     if redrive and dlq_arn:
         attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": int(resolve(redrive["maxReceiveCount"]))}
+            {
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": int(resolve(redrive["maxReceiveCount"])),
+            }
         )
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     return url, arn
 
 
@@ -65,7 +70,7 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
     _client("dynamodb", endpoint_url).create_table(**table_args)
 
     sqs = _client("sqs", endpoint_url)
-    _, stage_dlq_arn = _queue(sqs, f"{prefix}-stage-dlq", "StageDLQ")
+    stage_dlq_url, stage_dlq_arn = _queue(sqs, f"{prefix}-stage-dlq", "StageDLQ")
     stage_url, _ = _queue(sqs, f"{prefix}-stage", "StageQueue", stage_dlq_arn)
     callback_dlq_url, callback_dlq_arn = _queue(sqs, f"{prefix}-callback-dlq", "CallbackDLQ")
     retry_url, _ = _queue(sqs, f"{prefix}-callback-retry", "CallbackRetryQueue", callback_dlq_arn)
@@ -76,6 +81,7 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
         "STAGE_QUEUE_URL": stage_url,
         "CALLBACK_RETRY_QUEUE_URL": retry_url,
         "CALLBACK_DLQ_URL": callback_dlq_url,
+        "STAGE_DLQ_URL": stage_dlq_url,
         "KMS_KEY_ID": key_id,
         "SAGEMAKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT_ID}:role/aifactory-sagemaker",
         "ALLOWED_IMAGE_PREFIXES": f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/",

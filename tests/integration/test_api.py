@@ -102,23 +102,75 @@ def test_base64_encoded_body_is_decoded(fns, seed_body):
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (("callback_url", "url"), "ftp://example.com/x", "callback_url.url: must be an http or https URL"),
+        (
+            ("callback_url", "url"),
+            "ftp://example.com/x",
+            "callback_url.url: must be an http or https URL",
+        ),
         (("dataset_endpoint", "url"), "not a url", "dataset_endpoint.url:"),
-        (("dataset_endpoint", "pagination", "page_size"), 501, "dataset_endpoint.pagination.page_size:"),
-        (("dataset_endpoint", "pagination", "page_size"), 0, "dataset_endpoint.pagination.page_size:"),
-        (("dataset_endpoint", "pagination", "begin_offset"), -1, "dataset_endpoint.pagination.begin_offset:"),
-        (("dataset_endpoint", "pagination", "max_pages"), -1, "dataset_endpoint.pagination.max_pages:"),
+        (
+            ("dataset_endpoint", "pagination", "page_size"),
+            501,
+            "dataset_endpoint.pagination.page_size:",
+        ),
+        (
+            ("dataset_endpoint", "pagination", "page_size"),
+            0,
+            "dataset_endpoint.pagination.page_size:",
+        ),
+        (
+            ("dataset_endpoint", "pagination", "begin_offset"),
+            -1,
+            "dataset_endpoint.pagination.begin_offset:",
+        ),
+        (
+            ("dataset_endpoint", "pagination", "max_pages"),
+            -1,
+            "dataset_endpoint.pagination.max_pages:",
+        ),
         (("dataset_endpoint", "pagination", "max_pages"), 10**9, "the deployment's cap"),
         (("dataset_endpoint", "type"), "push", "dataset_endpoint.type: must be 'fetch'"),
-        (("training_model", "resource", "InstanceType"), "m4.xlarge", "training_model.resource.InstanceType:"),
-        (("training_model", "resource", "InstanceCount"), 99, "training_model.resource.InstanceCount: must be at most 4"),
-        (("training_model", "resource", "VolumeSizeInGB"), 100000, "training_model.resource.VolumeSizeInGB: must be at most"),
-        (("training_model", "image"), "docker.io/evil/miner:latest", "training_model.image: must be an image from an allowed registry"),
-        (("training_model", "hyperparameters"), {"a": [1]}, "training_model.hyperparameters: 'a' must be a string"),
-        (("training_model", "hyperparameters"), {"k": "v" * 2501}, "training_model.hyperparameters: 'k' must be at most 2500"),
+        (
+            ("training_model", "resource", "InstanceType"),
+            "m4.xlarge",
+            "training_model.resource.InstanceType:",
+        ),
+        (
+            ("training_model", "resource", "InstanceCount"),
+            99,
+            "training_model.resource.InstanceCount: must be at most 4",
+        ),
+        (
+            ("training_model", "resource", "VolumeSizeInGB"),
+            100000,
+            "training_model.resource.VolumeSizeInGB: must be at most",
+        ),
+        (
+            ("training_model", "image"),
+            "docker.io/evil/miner:latest",
+            "training_model.image: must be an image from an allowed registry",
+        ),
+        (
+            ("training_model", "hyperparameters"),
+            {"a": [1]},
+            "training_model.hyperparameters: 'a' must be a string",
+        ),
+        (
+            ("training_model", "hyperparameters"),
+            {"k": "v" * 2501},
+            "training_model.hyperparameters: 'k' must be at most 2500",
+        ),
         (("task_def",), "ml_other", "task_def: must be 'ml_tagger' or 'ml_topic'"),
-        (("callback_url", "headers"), {"bad header": "x"}, "callback_url.headers: header name 'bad header'"),
-        (("callback_url", "headers"), {"x-api-key": "s3cr3t\r\nInjected: 1"}, "callback_url.headers: header 'x-api-key'"),
+        (
+            ("callback_url", "headers"),
+            {"bad header": "x"},
+            "callback_url.headers: header name 'bad header'",
+        ),
+        (
+            ("callback_url", "headers"),
+            {"x-api-key": "s3cr3t\r\nInjected: 1"},
+            "callback_url.headers: header 'x-api-key'",
+        ),
     ],
 )
 def test_invalid_fields_are_400_naming_the_field(fns, seed_body, path, value, message):
@@ -261,6 +313,10 @@ def test_status_has_the_seed_field_and_the_additive_ones(fns, seed_body):
     assert status == 200
     assert answer["status"] == "InProgress"
     assert set(answer) >= {
-        "status", "secondary_status", "failure_reason", "creation_time", "training_end_time"
+        "status",
+        "secondary_status",
+        "failure_reason",
+        "creation_time",
+        "training_end_time",
     }
     assert answer["training_end_time"] is None

@@ -23,7 +23,9 @@ def status_of(fns, job):
 
 
 def no_training_job(aws, job):
-    names = [j["TrainingJobName"] for j in aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]]
+    names = [
+        j["TrainingJobName"] for j in aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]
+    ]
     return job not in names
 
 
@@ -32,7 +34,10 @@ def no_training_job(aws, job):
     ("responder", "reason"),
     [
         (lambda r: Response("boom", status=500), "dataset endpoint at offset 0 answered HTTP 500"),
-        (lambda r: Response("{not json", content_type="application/json"), "returned malformed JSON"),
+        (
+            lambda r: Response("{not json", content_type="application/json"),
+            "returned malformed JSON",
+        ),
         (lambda r: Response(json.dumps({"items": []})), "returned no 'datasets' list"),
         (
             lambda r: Response("", status=302, headers={"Location": "http://169.254.169.254/"}),
@@ -58,13 +63,18 @@ def test_staging_failure_fails_the_job_and_calls_back_with_the_reason(
     [received] = callbacks.received
     callback = received["body"]
     assert (callback["status"], callback["job_name"], callback["model"], callback["log"]) == (
-        "Failed", job, None, None
+        "Failed",
+        job,
+        None,
+        None,
     )
     assert reason in callback["failure_reason"]
     # and nothing half-written stays in the bucket
     listed = aws.s3.list_objects_v2(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
     assert listed.get("KeyCount", 0) == 0
-    uploads = aws.s3.list_multipart_uploads(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
+    uploads = aws.s3.list_multipart_uploads(
+        Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/"
+    )
     assert not uploads.get("Uploads")
 
 
@@ -111,9 +121,9 @@ def test_an_empty_page_ends_the_dataset(fns, aws, factory_env, callbacks, httpse
     stage_pending(fns, aws, factory_env)
     assert [c["offset"] for c in dataset.calls] == [0, 10, 20]
     manifest = json.loads(
-        aws.s3.get_object(
-            Bucket=factory_env["DATA_BUCKET"], Key=f"datasets/{job}/manifest.json"
-        )["Body"].read()
+        aws.s3.get_object(Bucket=factory_env["DATA_BUCKET"], Key=f"datasets/{job}/manifest.json")[
+            "Body"
+        ].read()
     )
     assert (manifest["records"], manifest["pages"]) == (20, 2)
 
@@ -277,7 +287,8 @@ def test_failed_delivery_is_queued_with_backoff(fns, aws, factory_env, callbacks
     assert queue_counts(aws, factory_env)["delayed"] == delayed_before + 1
     item = job_item(aws, factory_env, job)
     assert (item["callback_state"], item["callback_last_error"]) == (
-        "retrying", "callback answered HTTP 503"
+        "retrying",
+        "callback answered HTTP 503",
     )
 
 

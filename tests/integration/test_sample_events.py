@@ -13,8 +13,12 @@ API = {
     "check_training_status.json": ("check_training_status", 404),
 }
 RECORDS = {"stage_dataset.json": "stage_dataset", "retry_callback.json": "retry_callback"}
-NOTIFY = ["notify_inprogress.json", "notify_completed.json", "notify_failed.json",
-          "notify_stopped.json"]
+NOTIFY = [
+    "notify_inprogress.json",
+    "notify_completed.json",
+    "notify_failed.json",
+    "notify_stopped.json",
+]
 
 
 def test_every_sample_event_is_covered():

@@ -46,7 +46,11 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     assert stage_pending(fns, aws, factory_env) == [job]
 
     # Then the endpoint was paged with the seed's form contract and the client's headers
-    assert [(c["offset"], c["page_size"]) for c in dataset.calls] == [(0, 100), (100, 100), (200, 100)]
+    assert [(c["offset"], c["page_size"]) for c in dataset.calls] == [
+        (0, 100),
+        (100, 100),
+        (200, 100),
+    ]
     assert all(c["headers"]["X-Api-Key"] == "dataset-secret-example" for c in dataset.calls)
     # and the records sit in S3 as JSON Lines, with a manifest beside them
     bucket = factory_env["DATA_BUCKET"]
@@ -98,7 +102,9 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
         Body=tar_gz({"evaluation.json": json.dumps(REPORT).encode()}),
     )
     notify(fns, "notify_inprogress.json", job, SecondaryStatus="Training")
-    assert call(fns, "check_training_status", {"job_name": job})[1]["secondary_status"] == "Training"
+    assert (
+        call(fns, "check_training_status", {"job_name": job})[1]["secondary_status"] == "Training"
+    )
     notify(
         fns,
         "notify_completed.json",
@@ -111,17 +117,33 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     received = callbacks.received[0]
     assert received["headers"]["x-api-key"] == "callback-secret-example"
     callback = received["body"]
-    seed_fields = {"status", "TrainingEndTime", "CreationTime", "job_name", "model", "task_def",
-                   "creator", "log"}
+    seed_fields = {
+        "status",
+        "TrainingEndTime",
+        "CreationTime",
+        "job_name",
+        "model",
+        "task_def",
+        "creator",
+        "log",
+    }
     assert seed_fields <= set(callback)
     assert callback["status"] == "Completed"
     assert callback["job_name"] == job
     assert (callback["task_def"], callback["creator"]) == ("ml_tagger", "thaiph")
-    assert SEED_TIME.match(callback["TrainingEndTime"]) and SEED_TIME.match(callback["CreationTime"])
+    assert SEED_TIME.match(callback["TrainingEndTime"]) and SEED_TIME.match(
+        callback["CreationTime"]
+    )
     assert callback["log"] == {
         "avg": {"recall": "0.57", "f1-score": "0.55", "support": "5183", "precision": "0.54"},
         "details": [
-            {"recall": "0.79", "f1-score": "0.73", "support": "3189", "precision": "0.67", "no": "0"},
+            {
+                "recall": "0.79",
+                "f1-score": "0.73",
+                "support": "3189",
+                "precision": "0.67",
+                "no": "0",
+            },
             {"recall": "0.00", "f1-score": "0.00", "support": "16", "precision": "0.00", "no": "2"},
         ],
     }
@@ -147,9 +169,9 @@ def test_model_tar_report_is_used_when_output_tar_has_none(
 ):
     # Given a job whose image wrote a scikit-learn report into /opt/ml/model only
     httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url))[1][
-        "job_name"
-    ]
+    job = call(
+        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
+    )[1]["job_name"]
     stage_pending(fns, aws, factory_env)
     bucket = factory_env["DATA_BUCKET"]
     sklearn = {
@@ -162,17 +184,28 @@ def test_model_tar_report_is_used_when_output_tar_has_none(
     aws.s3.put_object(
         Bucket=bucket,
         Key=f"models/{job}/output/model.tar.gz",
-        Body=tar_gz({"model/weights.bin": b"x" * 1000, "evaluation.json": json.dumps(sklearn).encode()}),
+        Body=tar_gz(
+            {"model/weights.bin": b"x" * 1000, "evaluation.json": json.dumps(sklearn).encode()}
+        ),
     )
     aws.s3.put_object(Bucket=bucket, Key=f"models/{job}/output/output.tar.gz", Body=tar_gz({}))
 
     # When it completes
-    notify(fns, "notify_completed.json", job,
-           ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"})
+    notify(
+        fns,
+        "notify_completed.json",
+        job,
+        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
+    )
 
     # Then the callback carries the report in the seed's shape
     log = callbacks.received[0]["body"]["log"]
-    assert log["avg"] == {"precision": "0.99", "recall": "0.98", "f1-score": "0.98", "support": "100"}
+    assert log["avg"] == {
+        "precision": "0.99",
+        "recall": "0.98",
+        "f1-score": "0.98",
+        "support": "100",
+    }
     assert [row["no"] for row in log["details"]] == ["B-city", "O"]
     assert log["details"][0]["f1-score"] == "0.85"
 
@@ -181,16 +214,20 @@ def test_missing_report_sends_the_callback_with_a_null_log(
     fns, aws, factory_env, callbacks, httpserver
 ):
     httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url))[1][
-        "job_name"
-    ]
+    job = call(
+        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
+    )[1]["job_name"]
     stage_pending(fns, aws, factory_env)
     bucket = factory_env["DATA_BUCKET"]
     aws.s3.put_object(
         Bucket=bucket, Key=f"models/{job}/output/model.tar.gz", Body=tar_gz({"w": b"1"})
     )
-    notify(fns, "notify_completed.json", job,
-           ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"})
+    notify(
+        fns,
+        "notify_completed.json",
+        job,
+        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
+    )
     callback = callbacks.received[0]["body"]
     assert callback["status"] == "Completed"
     assert callback["log"] is None
@@ -203,9 +240,9 @@ def test_report_scan_gives_up_on_a_large_model(
     # Given a model.tar.gz whose report sits behind more bytes than the scan bound
     settings_override(REPORT_SCAN_MAX_BYTES="65536")
     httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url))[1][
-        "job_name"
-    ]
+    job = call(
+        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
+    )[1]["job_name"]
     stage_pending(fns, aws, factory_env)
     bucket = factory_env["DATA_BUCKET"]
     big = io.BytesIO()
@@ -215,10 +252,16 @@ def test_report_scan_gives_up_on_a_large_model(
     aws.s3.put_object(
         Bucket=bucket,
         Key=f"models/{job}/output/model.tar.gz",
-        Body=tar_gz({"weights.bin": big.getvalue(), "evaluation.json": json.dumps(REPORT).encode()}),
+        Body=tar_gz(
+            {"weights.bin": big.getvalue(), "evaluation.json": json.dumps(REPORT).encode()}
+        ),
     )
-    notify(fns, "notify_completed.json", job,
-           ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"})
+    notify(
+        fns,
+        "notify_completed.json",
+        job,
+        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
+    )
     # Then the callback is still sent, without a log
     callback = callbacks.received[0]["body"]
     assert callback["log"] is None and callback["model"]

@@ -27,8 +27,8 @@ def test_urlencoded_form_with_nested_json():
 
 def test_multipart_form():
     body = (
-        "--b\r\nContent-Disposition: form-data; name=\"job_name\"\r\n\r\nabc\r\n"
-        "--b\r\nContent-Disposition: form-data; name=\"obj\"\r\n\r\n{\"k\": 1}\r\n--b--\r\n"
+        '--b\r\nContent-Disposition: form-data; name="job_name"\r\n\r\nabc\r\n'
+        '--b\r\nContent-Disposition: form-data; name="obj"\r\n\r\n{"k": 1}\r\n--b--\r\n'
     )
     assert parse_body(event(body, "multipart/form-data; boundary=b")) == {
         "job_name": "abc",
@@ -45,8 +45,11 @@ def test_base64_bodies():
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [("[1]", "body: must be a JSON object"), ("{", "body: is not valid JSON"),
-     ("x" * 300_000, "body: must be at most 262144 bytes")],
+    [
+        ("[1]", "body: must be a JSON object"),
+        ("{", "body: is not valid JSON"),
+        ("x" * 300_000, "body: must be at most 262144 bytes"),
+    ],
 )
 def test_unreadable_bodies(body, message):
     with pytest.raises(BadRequest) as raised:

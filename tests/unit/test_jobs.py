@@ -21,7 +21,11 @@ def test_create_records_the_job_without_its_headers_and_queues_staging():
     rt = fake_runtime()
     answer = jobs.create_job(rt, "owner1", seed_request(rt))
     job = rt.store.get(answer["job_name"])
-    assert (job["status"], job["secondary_status"], job["owner"]) == ("InProgress", "Staging", "owner1")
+    assert (job["status"], job["secondary_status"], job["owner"]) == (
+        "InProgress",
+        "Staging",
+        "owner1",
+    )
     assert "headers" not in job["request"]["callback_url"]
     assert "headers" not in job["request"]["dataset_endpoint"]
     assert rt.secrets.open(job["job_name"], job["secrets"]) == {

@@ -44,9 +44,16 @@ def test_the_seed_payload_is_valid_verbatim():
 
 
 def test_hyperparameters_are_written_as_the_seed_writes_them():
-    body = mutated(("training_model", "hyperparameters"), {"a": True, "b": 0.2, "c": 500, "d": False})
+    body = mutated(
+        ("training_model", "hyperparameters"), {"a": True, "b": 0.2, "c": 500, "d": False}
+    )
     request = validate(CreateTrainingJobRequest, body, settings())
-    assert request.training_model.hyperparameters == {"a": "True", "b": "0.2", "c": "500", "d": "False"}
+    assert request.training_model.hyperparameters == {
+        "a": "True",
+        "b": "0.2",
+        "c": "500",
+        "d": "False",
+    }
 
 
 def test_too_many_hyperparameters():

@@ -9,8 +9,12 @@ from tests.support import tar_gz
 
 def test_seed_shape_is_formatted_as_the_seed():
     log = normalize_report(
-        {"avg": {"recall": 0.571, "f1-score": 0.5549, "support": 5183.0, "precision": 0.5},
-         "details": [{"recall": 1, "f1-score": 0.999, "support": 3, "precision": 0.995, "no": 7}]}
+        {
+            "avg": {"recall": 0.571, "f1-score": 0.5549, "support": 5183.0, "precision": 0.5},
+            "details": [
+                {"recall": 1, "f1-score": 0.999, "support": 3, "precision": 0.995, "no": 7}
+            ],
+        }
     )
     assert log == {
         "avg": {"precision": "0.50", "recall": "0.57", "f1-score": "0.55", "support": "5183"},
@@ -30,7 +34,12 @@ def test_sklearn_shape_takes_weighted_avg_and_one_row_per_class():
             "weighted avg": {"precision": 0.54, "recall": 0.57, "f1-score": 0.55, "support": 4476},
         }
     )
-    assert log["avg"] == {"precision": "0.54", "recall": "0.57", "f1-score": "0.55", "support": "4476"}
+    assert log["avg"] == {
+        "precision": "0.54",
+        "recall": "0.57",
+        "f1-score": "0.55",
+        "support": "4476",
+    }
     assert [row["no"] for row in log["details"]] == ["0", "1"]
 
 
@@ -41,7 +50,9 @@ def test_unknown_shapes_give_no_log():
 
 
 def test_report_is_found_in_a_nested_path():
-    data = tar_gz({"model/weights": b"0" * 100, "data/evaluation.json": json.dumps({"a": 1}).encode()})
+    data = tar_gz(
+        {"model/weights": b"0" * 100, "data/evaluation.json": json.dumps({"a": 1}).encode()}
+    )
     assert read_report_from_tar(io.BytesIO(data), 10_000_000) == {"a": 1}
 
 

@@ -36,7 +36,9 @@ def make_resolver() -> APIGatewayRestResolver:
         if exc.status_code >= 500:
             logger.error("request failed", extra={"reason": exc.message})
         if isinstance(exc, Forbidden):  # as API Gateway itself answers
-            return Response(403, content_types.APPLICATION_JSON, json.dumps({"message": "Forbidden"}))
+            return Response(
+                403, content_types.APPLICATION_JSON, json.dumps({"message": "Forbidden"})
+            )
         return _error(exc.status_code, exc.message)
 
     @app.exception_handler(Exception)
@@ -106,8 +108,9 @@ def _parse_form(data: bytes, content_type: str) -> dict[str, Any]:
             for part in message.iter_parts():
                 name = part.get_param("name", header="content-disposition")
                 if name:
-                    payload = part.get_payload(decode=True) or b""
-                    fields[str(name)] = _form_value(payload.decode("utf-8", "replace"))
+                    payload = part.get_payload(decode=True)
+                    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+                    fields[str(name)] = _form_value(text)
         if fields:
             return fields
         raise BadRequest("body: is neither JSON nor readable form data")

@@ -21,12 +21,12 @@ _CONFIG = Config(
 
 @functools.cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)
+    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
 @functools.cache
 def resource(service: str) -> Any:
-    return boto3.resource(service, config=_CONFIG)
+    return boto3.resource(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
 def error_code(exc: Exception) -> str:

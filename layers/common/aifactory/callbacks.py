@@ -144,7 +144,9 @@ def retry_delivery(rt: Runtime, job_name: str, receive_count: int, receipt_handl
         logger.error("callback undeliverable", extra={"job_name": job_name, "error": error})
     else:
         rt.store.record_delivery(job_name, "retrying", attempt, error)
-        delay = min(MAX_VISIBILITY_SECONDS, rt.settings.callback_retry_base_seconds * 2**receive_count)
+        delay = min(
+            MAX_VISIBILITY_SECONDS, rt.settings.callback_retry_base_seconds * 2**receive_count
+        )
         try:
             rt.queues.delay(rt.settings.callback_retry_queue_url, receipt_handle, delay)
         except Exception:  # the queue's own visibility timeout still spaces the retries

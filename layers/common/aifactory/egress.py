@@ -101,10 +101,11 @@ def check_url(url: str, *, allow_private: bool) -> str | None:
         if not address_allowed(address):
             return f"points at a non-public address ({address})"
         return None
-    if _NUMERIC_HOST.match(host) and any(c.isdigit() for c in host) and "." in host:
-        # Looks numeric yet is no valid address: a resolver could still read it as one.
-        if all(label.isdigit() or label.lower().startswith("0x") for label in host.split(".")):
-            return "is not a valid address"
+    # Looks numeric yet is no valid address: a resolver could still read it as one.
+    if _NUMERIC_HOST.match(host) and all(
+        label.isdigit() or label.lower().startswith("0x") for label in host.split(".")
+    ):
+        return "is not a valid address"
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost") or name.endswith(".internal"):
         return "points at a local host name"
@@ -119,9 +120,7 @@ def redact_url(url: str) -> str:
         netloc = f"[{netloc}]"
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
-    query = "&".join(
-        f"{pair.split('=', 1)[0]}=REDACTED" for pair in parts.query.split("&") if pair
-    )
+    query = "&".join(f"{pair.split('=', 1)[0]}=REDACTED" for pair in parts.query.split("&") if pair)
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 

@@ -215,7 +215,9 @@ def describe_validation_error(exc: ValidationError) -> str:
             message = message.replace("Input should be", "must be")
             message = message.replace("String should", "must").replace("should", "must")
         problems.append(f"{field}: {message[:1].lower()}{message[1:]}")
-    return "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+    return "; ".join(problems[:5]) + (
+        f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    )
 
 
 def validate[M: BaseModel](model: type[M], body: Any, settings: Settings | None = None) -> M:

@@ -41,7 +41,8 @@ class _TooLarge(Exception):
 def read_report_from_tar(stream: Any, max_bytes: int) -> Any | None:
     """Stream a .tar.gz and return the parsed evaluation.json member, or None."""
     try:
-        with tarfile.open(fileobj=_BoundedStream(stream, max_bytes), mode="r|gz") as archive:
+        bounded: Any = _BoundedStream(stream, max_bytes)
+        with tarfile.open(fileobj=bounded, mode="r|gz") as archive:
             for member in archive:
                 if not member.isfile() or member.name.rsplit("/", 1)[-1] != REPORT_NAME:
                     continue

@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 from botocore.exceptions import ClientError
 
 from aifactory import aws, callbacks, timefmt
-from aifactory.errors import EgressError, StagingFailed, StagingStopped
 from aifactory.egress import redact_url
+from aifactory.errors import EgressError, StagingFailed, StagingStopped
 from aifactory.log import logger
 from aifactory.runtime import Runtime
 
@@ -170,7 +170,10 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
                 "ContentType": "application/jsonlines",
             }
         ],
-        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/models/", "KmsKeyId": settings.kms_key_id},
+        "OutputDataConfig": {
+            "S3OutputPath": f"s3://{bucket}/models/",
+            "KmsKeyId": settings.kms_key_id,
+        },
         "ResourceConfig": {
             "InstanceType": model["resource"]["InstanceType"],
             "InstanceCount": model["resource"]["InstanceCount"],
@@ -280,5 +283,6 @@ def _start_training(rt: Runtime, job: dict[str, Any]) -> None:
             rt.training.stop(job_name)
         except ClientError as exc:
             logger.warning(
-                "could not pass on a stop", extra={"job_name": job_name, "code": aws.error_code(exc)}
+                "could not pass on a stop",
+                extra={"job_name": job_name, "code": aws.error_code(exc)},
             )

@@ -149,9 +149,7 @@ class JobStore:
         }
         if reason:
             sets["failure_reason"] = reason
-        return self._update(
-            job_name, sets, ~Attr("status").is_in(list(TERMINAL_STATUSES))
-        )
+        return self._update(job_name, sets, ~Attr("status").is_in(list(TERMINAL_STATUSES)))
 
     def apply_event(
         self, job_name: str, event_millis: int, fields: dict[str, Any]
@@ -173,7 +171,11 @@ class JobStore:
         return (
             self._update(
                 job_name,
-                {"callback_state": "sending", "callback_claimed_at": now_iso, "callback_attempts": 0},
+                {
+                    "callback_state": "sending",
+                    "callback_claimed_at": now_iso,
+                    "callback_attempts": 0,
+                },
                 condition,
             )
             is not None
