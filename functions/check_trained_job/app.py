@@ -9,6 +9,10 @@ from aifactory import jobs
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
 from aifactory.models import ListJobsRequest
+from aifactory.runtime import get_runtime
+
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
 
 app = make_resolver()
 

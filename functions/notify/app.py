@@ -7,6 +7,9 @@ from aifactory.log import logger
 from aifactory.notifier import handle_state_change
 from aifactory.runtime import get_runtime
 
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
+
 
 @logger.inject_lambda_context
 @event_source(data_class=EventBridgeEvent)

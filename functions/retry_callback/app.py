@@ -15,6 +15,9 @@ from aifactory.callbacks import retry_delivery
 from aifactory.log import logger
 from aifactory.runtime import get_runtime
 
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
+
 # One record per batch: report its failure as an item, never as a crashed invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
