@@ -1,0 +1,1 @@
+"""The slot_tagger training image (task ml_tagger)."""

@@ -1,0 +1,1 @@
+"""The topic_classifier training image (task ml_topic)."""
