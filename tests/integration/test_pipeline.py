@@ -370,3 +370,42 @@ def test_backoff_spans_more_than_an_hour_over_at_least_six_retries(factory_env):
     attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
     assert attempts >= 6
     assert sum(base * 2**k for k in range(attempts)) >= 3600
+
+
+def test_a_job_being_stopped_stays_stopping_until_it_ends(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    from botocore.stub import Stubber
+
+    from aifactory import aws as aws_clients
+
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Training", LastModifiedTime=1000)
+    with Stubber(aws_clients.client("sagemaker")) as stub:
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": job})
+        assert call(fns, "stop_training_job", {"job_name": job})[0] == 200
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Training", LastModifiedTime=2000)
+    assert status_of(fns, job)["status"] == "Stopping"
+    notify(fns, "notify_stopped.json", job, LastModifiedTime=3000)
+    assert status_of(fns, job)["status"] == "Stopped"
+    assert len(callbacks.received) == 1
+
+
+def test_a_fault_while_building_the_callback_is_retried_not_lost(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    from botocore.stub import Stubber
+
+    from aifactory import aws as aws_clients
+
+    # Given SageMaker throttling DescribeTrainingJob when the job ends
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    with Stubber(aws_clients.client("sagemaker")) as stub:
+        for _ in range(6):  # botocore's own retries first
+            stub.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded")
+        notify(fns, "notify_completed.json", job)
+    # Then nothing was sent yet, and the callback waits in the retry queue
+    assert callbacks.received == []
+    item = job_item(aws, factory_env, job)
+    assert item["callback_state"] == "retrying"
+    assert item["callback_last_error"].startswith("internal error while building the callback")

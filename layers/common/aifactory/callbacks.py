@@ -85,7 +85,19 @@ def build_callback(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attempt(rt: Runtime, job_name: str) -> str | None:
-    """Build and POST the callback once. Returns None on success, else what went wrong."""
+    """Build and POST the callback once. Returns None on success, else what went wrong.
+
+    A fault while building it (a throttled describe, say) counts as a failed attempt too,
+    so it is retried like any other rather than lost with the invocation.
+    """
+    try:
+        return _post(rt, job_name)
+    except Exception as exc:
+        logger.exception("could not build the callback", extra={"job_name": job_name})
+        return f"internal error while building the callback ({type(exc).__name__})"
+
+
+def _post(rt: Runtime, job_name: str) -> str | None:
     job = rt.store.get(job_name)
     if job is None:
         return None

@@ -31,6 +31,8 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
         logger.info("ignoring a job this Factory does not own", extra={"job_name": job_name})
         return
     event_millis = _millis(detail.get("LastModifiedTime")) or _millis(event_time) or 0
+    if status == "InProgress" and job.get("stop_requested"):
+        status = "Stopping"  # the client's stop stands until SageMaker reports the end
     fields: dict[str, Any] = {"status": status, "sagemaker_job": True}
     if detail.get("SecondaryStatus"):
         fields["secondary_status"] = detail["SecondaryStatus"]
