@@ -63,6 +63,19 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _at_most(setting: str, note: str = "") -> Any:
+    """A validator bounding a number by a deployment setting."""
+
+    def check(value: int, info: ValidationInfo) -> int:
+        settings = _settings(info)
+        limit = getattr(settings, setting) if settings else None
+        if limit is not None and value > limit:
+            raise ValueError(f"must be at most {limit}{note}")
+        return value
+
+    return check
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
@@ -85,13 +98,7 @@ class Pagination(_Strict):
     offset_param: str = Field(default="offset", min_length=1, max_length=64)
     page_size_param: str = Field(default="page_size", min_length=1, max_length=64)
 
-    @field_validator("max_pages")
-    @classmethod
-    def _within_cap(cls, value: int, info: ValidationInfo) -> int:
-        settings = _settings(info)
-        if settings and value > settings.max_pages_cap:
-            raise ValueError(f"must be at most {settings.max_pages_cap} (the deployment's cap)")
-        return value
+    _cap = field_validator("max_pages")(_at_most("max_pages_cap", " (the deployment's cap)"))
 
 
 class DatasetEndpoint(_Strict):
@@ -113,21 +120,8 @@ class Resource(_Strict):
     InstanceCount: int = Field(default=1, ge=1)
     VolumeSizeInGB: int = Field(default=5, ge=1)
 
-    @field_validator("InstanceCount")
-    @classmethod
-    def _count_limit(cls, value: int, info: ValidationInfo) -> int:
-        settings = _settings(info)
-        if settings and value > settings.max_instance_count:
-            raise ValueError(f"must be at most {settings.max_instance_count}")
-        return value
-
-    @field_validator("VolumeSizeInGB")
-    @classmethod
-    def _volume_limit(cls, value: int, info: ValidationInfo) -> int:
-        settings = _settings(info)
-        if settings and value > settings.max_volume_size_gb:
-            raise ValueError(f"must be at most {settings.max_volume_size_gb}")
-        return value
+    _count = field_validator("InstanceCount")(_at_most("max_instance_count"))
+    _volume = field_validator("VolumeSizeInGB")(_at_most("max_volume_size_gb"))
 
 
 def _hyperparameter_string(value: Any) -> str:
