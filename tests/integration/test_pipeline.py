@@ -409,3 +409,29 @@ def test_a_fault_while_building_the_callback_is_retried_not_lost(
     item = job_item(aws, factory_env, job)
     assert item["callback_state"] == "retrying"
     assert item["callback_last_error"].startswith("internal error while building the callback")
+
+
+def test_event_times_written_as_strings_and_ties_with_the_terminal_change(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given events whose times are strings of epoch millis, as AWS's sample events have them
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(
+        fns,
+        "notify_inprogress.json",
+        job,
+        SecondaryStatus="Uploading",
+        LastModifiedTime="1795765200000",
+    )
+    notify(
+        fns,
+        "notify_inprogress.json",
+        job,
+        SecondaryStatus="Training",
+        LastModifiedTime="1795765100000",
+    )
+    assert status_of(fns, job)["secondary_status"] == "Uploading"
+    # When the end comes in the same millisecond as the change before it
+    notify(fns, "notify_completed.json", job, LastModifiedTime="1795765200000")
+    # Then it still ends the job
+    assert status_of(fns, job)["status"] == "Completed"

@@ -14,6 +14,10 @@ def _millis(value: Any) -> int | None:
         return None
     if isinstance(value, int | float):
         return int(value)
+    try:  # epoch milliseconds written as a string, as AWS's sample events do
+        return int(float(value))
+    except (TypeError, ValueError):
+        pass
     try:
         return int(timefmt.from_iso(str(value)).timestamp() * 1000)
     except ValueError:
@@ -42,7 +46,9 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
     if status in TERMINAL_STATUSES:
         moment = timefmt.from_epoch_millis(end) if end else timefmt.now()
         fields["training_end_time"] = timefmt.to_iso(moment)
-    applied = rt.store.apply_event(job_name, event_millis, fields)
+    applied = rt.store.apply_event(
+        job_name, event_millis, fields, terminal=status in TERMINAL_STATUSES
+    )
     logger.info(
         "state change" if applied else "stale or repeated state change",
         extra={"job_name": job_name, "status": status, "secondary": fields.get("secondary_status")},

@@ -152,12 +152,20 @@ class JobStore:
         return self._update(job_name, sets, ~Attr("status").is_in(list(TERMINAL_STATUSES)))
 
     def apply_event(
-        self, job_name: str, event_millis: int, fields: dict[str, Any]
+        self, job_name: str, event_millis: int, fields: dict[str, Any], *, terminal: bool
     ) -> dict[str, Any] | None:
-        """Apply a SageMaker state change unless it is stale, a duplicate, or the job has ended."""
-        condition = (
-            Attr("last_event_time").not_exists() | Attr("last_event_time").lt(event_millis)
-        ) & ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        """Apply a SageMaker state change unless it is stale, a duplicate, or the job has ended.
+
+        A terminal change wins a tie with the change before it (both in the same millisecond).
+        """
+        newer = (
+            Attr("last_event_time").lte(event_millis)
+            if terminal
+            else Attr("last_event_time").lt(event_millis)
+        )
+        condition = (Attr("last_event_time").not_exists() | newer) & ~Attr("status").is_in(
+            list(TERMINAL_STATUSES)
+        )
         return self._update(job_name, {**fields, "last_event_time": event_millis}, condition)
 
     def claim_callback(self, job_name: str, now_iso: str, stale_before_iso: str) -> bool:
