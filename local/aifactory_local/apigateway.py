@@ -1,0 +1,264 @@
+"""A stand-in for the stack's REST API (API Gateway with API keys), in front of the handlers.
+
+It answers the way API Gateway does: a path or method the API does not define gets 403
+{"message": "Missing Authentication Token"} (API Gateway does not say 404, so as not to
+reveal which resources exist); a missing or unknown x-api-key gets 403 {"message":
+"Forbidden"}; a handler that raises or returns a malformed response gets 502 {"message":
+"Internal server error"}. Everything else is a REST API proxy integration: the handler gets
+the same event shape API Gateway builds, and its statusCode, headers and body are sent back.
+
+Paths are accepted with or without the stage prefix (/prod/create_training_job and
+/create_training_job), as through the execute-api URL and through a custom domain.
+Usage plan throttling and quotas are not enforced locally.
+"""
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from aifactory_local.httpserver import BackgroundServer, QuietHandler
+from aifactory_local.lambdas import LocalFunction
+from aifactory_local.provision import ACCOUNT_ID
+
+log = logging.getLogger("aifactory_local.api")
+
+# API Gateway's payload limit for REST APIs.
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+API_ID = "local00api"
+
+
+def api_key_id(value: str) -> str:
+    """A stable id for an API key, derived from the key (as API Gateway's ids are opaque)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    value: str
+
+    @property
+    def id(self) -> str:
+        return api_key_id(self.value)
+
+
+class ApiGateway:
+    """The REST API: routes (method, path) to functions, and checks x-api-key."""
+
+    def __init__(
+        self,
+        routes: dict[tuple[str, str], LocalFunction],
+        api_keys: list[ApiKey],
+        *,
+        stage: str = "prod",
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        access_log: Path | None = None,
+    ) -> None:
+        self.routes = {(method.upper(), path): fn for (method, path), fn in routes.items()}
+        self.keys = {key.value: key for key in api_keys}
+        self.stage = stage
+        self.access_log = access_log
+        self._log_lock = threading.Lock()
+        gateway = self
+
+        class Handler(QuietHandler):
+            server_version = "aifactory-local-apigateway"
+
+            def _any(self) -> None:
+                gateway.handle(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _any
+
+        self.server = BackgroundServer(Handler, host, port)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> None:
+        self.server.start("api-gateway")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    # -- one request ---------------------------------------------------------------------
+    def handle(self, request: QuietHandler) -> None:
+        started = time.monotonic()
+        request_id = str(uuid.uuid4())
+        parts = urlsplit(request.path)
+        path = parts.path or "/"
+        if path.startswith(f"/{self.stage}/"):
+            path = path[len(self.stage) + 1 :]
+        body = request.read_body()
+        function = self.routes.get((request.command, path))
+        key = self.keys.get(_header(request, "x-api-key") or "")
+        if function is None:
+            status, headers, payload = _gateway_error(
+                403, "Missing Authentication Token", "MissingAuthenticationTokenException"
+            )
+        elif len(body) > MAX_PAYLOAD_BYTES:
+            status, headers, payload = _gateway_error(413, "Request Too Long", "RequestTooLarge")
+        elif key is None:
+            status, headers, payload = _gateway_error(403, "Forbidden", "ForbiddenException")
+        else:
+            event = self.build_event(request, path, parts.query, body, key, request_id)
+            status, headers, payload = self._invoke(function, event)
+        headers += [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", request_id[:16])]
+        request.send_bytes(status, payload, headers)
+        self._access(request, path, key, status, started, request_id)
+
+    def build_event(
+        self,
+        request: QuietHandler,
+        path: str,
+        query: str,
+        body: bytes,
+        key: ApiKey,
+        request_id: str,
+    ) -> dict[str, Any]:
+        """The REST API proxy integration event, as API Gateway sends it to Lambda."""
+        headers: dict[str, str] = {}
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers[name] = value
+            multi_headers.setdefault(name, []).append(value)
+        source_ip = request.client_address[0]
+        for name, value in (("X-Forwarded-For", source_ip), ("X-Forwarded-Proto", "http")):
+            if name not in headers:
+                headers[name] = value
+                multi_headers[name] = [value]
+        pairs = parse_qsl(query, keep_blank_values=True)
+        multi_query: dict[str, list[str]] = {}
+        for name, value in pairs:
+            multi_query.setdefault(name, []).append(value)
+        try:
+            text: str | None = body.decode("utf-8") if body else None
+            is_base64 = False
+        except UnicodeDecodeError:
+            text, is_base64 = base64.b64encode(body).decode(), True
+        now = time.time()
+        return {
+            "resource": path,
+            "path": path,
+            "httpMethod": request.command,
+            "headers": headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": None,
+            "stageVariables": None,
+            "requestContext": {
+                "accountId": ACCOUNT_ID,
+                "apiId": API_ID,
+                "resourceId": hashlib.sha256(path.encode()).hexdigest()[:6],
+                "resourcePath": path,
+                "httpMethod": request.command,
+                "extendedRequestId": request_id[:16],
+                "requestId": request_id,
+                "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "requestTimeEpoch": int(now * 1000),
+                "path": f"/{self.stage}{path}",
+                "protocol": request.request_version,
+                "stage": self.stage,
+                "domainName": _header(request, "host") or "",
+                "domainPrefix": (_header(request, "host") or "").split(".", 1)[0],
+                "identity": {
+                    "accessKey": None,
+                    "accountId": None,
+                    "apiKey": key.value,
+                    "apiKeyId": key.id,
+                    "caller": None,
+                    "clientCert": None,
+                    "cognitoAuthenticationProvider": None,
+                    "cognitoAuthenticationType": None,
+                    "cognitoIdentityId": None,
+                    "cognitoIdentityPoolId": None,
+                    "principalOrgId": None,
+                    "sourceIp": source_ip,
+                    "user": None,
+                    "userAgent": _header(request, "user-agent"),
+                    "userArn": None,
+                },
+            },
+            "body": text,
+            "isBase64Encoded": is_base64,
+        }
+
+    def _invoke(
+        self, function: LocalFunction, event: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        try:
+            result = function.invoke(event)
+            return _proxy_response(result)
+        except Exception:
+            log.exception("%s failed; answering 502 as API Gateway does", function.name)
+            return _gateway_error(502, "Internal server error", "InternalServerErrorException")
+
+    def _access(
+        self,
+        request: QuietHandler,
+        path: str,
+        key: ApiKey | None,
+        status: int,
+        started: float,
+        request_id: str,
+    ) -> None:
+        if self.access_log is None:
+            return
+        line = json.dumps(
+            {
+                "time": formatdate(usegmt=True),
+                "requestId": request_id,
+                "ip": request.client_address[0],
+                "method": request.command,
+                "path": path,
+                "apiKeyName": key.name if key else None,
+                "apiKeyId": key.id if key else None,
+                "status": status,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            }
+        )
+        with self._log_lock, self.access_log.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def _header(request: QuietHandler, name: str) -> str | None:
+    value = request.headers.get(name)
+    return str(value) if value is not None else None
+
+
+def _gateway_error(
+    status: int, message: str, error_type: str
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    return (
+        status,
+        [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)],
+        json.dumps({"message": message}).encode(),
+    )
+
+
+def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A Lambda proxy response to HTTP; a malformed one is a 502, as in API Gateway."""
+    if not isinstance(result, dict) or not isinstance(result.get("statusCode"), int):
+        raise ValueError("malformed Lambda proxy response")
+    headers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        seen.add(name.lower())
+        headers.extend((name, str(v)) for v in values)
+    for name, value in (result.get("headers") or {}).items():
+        if name.lower() not in seen:
+            headers.append((name, str(value)))
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+    return int(result["statusCode"]), headers, payload

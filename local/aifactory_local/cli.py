@@ -1,0 +1,252 @@
+"""aifactory-local: run the AI Factory on this machine, with no AWS account and no Docker.
+
+aifactory-local serve   the Factory in the foreground until Ctrl-C or SIGTERM
+aifactory-local demo    one training job end to end, with sample data, in under 2 minutes
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from aifactory_local.factory import LocalFactory
+from aifactory_local.provision import ACCOUNT_ID, REGION
+from aifactory_local.training import TrainerResolver
+
+EXAMPLE_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/chappieai-sagemaker:slot_tagger"
+
+
+def _api_key(text: str) -> tuple[str, str]:
+    name, sep, key = text.partition(":")
+    if not sep or not name or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME:KEY, got {text!r}")
+    return name, key
+
+
+def _trainer(text: str) -> tuple[str, list[str]]:
+    try:
+        return TrainerResolver.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aifactory-local",
+        description="Run the AI Factory locally: the deployed handlers, an emulated AWS "
+        "account (S3, DynamoDB, SQS, KMS) and a local SageMaker training runtime.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def runtime_options(sub: argparse.ArgumentParser, default_state: str) -> None:
+        sub.add_argument(
+            "--state-dir",
+            default=default_state,
+            help="job working dirs (the SageMaker /opt/ml trees) and logs "
+            f"(default {default_state})",
+        )
+        sub.add_argument(
+            "--trainer",
+            action="append",
+            type=_trainer,
+            default=[],
+            metavar="IMAGE=COMMAND",
+            help="run jobs of IMAGE (a glob such as '*:my_tag' works) with COMMAND; it gets "
+            "`train` as its last argument and OPT_ML_ROOT as the /opt/ml root. Repeatable. "
+            "Images tagged slot_tagger / topic_classifier run trainers/<tag>/train.py",
+        )
+        sub.add_argument(
+            "--docker",
+            action="store_true",
+            help="run other images for real with `docker run IMAGE train` (needs an engine)",
+        )
+
+    serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
+    serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=3000, help="API port (default 3000)")
+    serve.add_argument(
+        "--aws-port",
+        type=int,
+        default=0,
+        help="port of the emulated AWS endpoint, for `aws --endpoint-url` (default: a free one)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        type=_api_key,
+        default=[],
+        metavar="NAME:KEY",
+        help="an API key clients send as x-api-key; repeatable (default: one is generated)",
+    )
+    serve.add_argument(
+        "--strict-egress",
+        action="store_true",
+        help="apply the deployed URL policy: no dataset or callback URLs on private addresses",
+    )
+    serve.add_argument(
+        "--ready-file",
+        type=Path,
+        help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here",
+    )
+    runtime_options(serve, ".aifactory")
+
+    demo = commands.add_parser("demo", help="train one model end to end on sample data")
+    runtime_options(demo, ".aifactory/demo")
+    return parser
+
+
+def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
+    return LocalFactory(
+        state_dir=args.state_dir,
+        trainers=dict(args.trainer),
+        docker=args.docker,
+        **kwargs,
+    )
+
+
+def example_request(dataset_url: str, callback_url: str) -> dict[str, Any]:
+    """The seed's create_training_job payload, pointed at the given URLs."""
+    from aifactory_local.sample_data import SEED_HYPERPARAMETERS
+
+    return {
+        "callback_url": {"url": callback_url, "headers": {"x-api-key": "callback-secret"}},
+        "dataset_endpoint": {
+            "type": "fetch",
+            "url": dataset_url,
+            "headers": {"x-api-key": "dataset-secret"},
+            "pagination": {"begin_offset": 0, "page_size": 100, "max_pages": 0},
+        },
+        "training_model": {
+            "image": EXAMPLE_IMAGE,
+            "hyperparameters": dict(SEED_HYPERPARAMETERS),
+            "resource": {"InstanceType": "ml.m4.4xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        },
+        "task_def": "ml_tagger",
+        "creator": "thaiph",
+    }
+
+
+def describe(factory: LocalFactory) -> str:
+    """What a person needs to use the running Factory."""
+    facts = factory.facts()
+    key_name, key = next(iter(facts["api_keys"].items()))
+    api, aws = facts["api_url"], facts["aws_endpoint_url"]
+    payload = json.dumps(
+        example_request(
+            "http://127.0.0.1:8900/v1/ml/datasets/fetch", "http://127.0.0.1:8901/callback"
+        ),
+        indent=2,
+    ).replace("\n", "\n    ")
+    keys = "\n".join(f"    {name}: {value}" for name, value in facts["api_keys"].items())
+    return f"""AI Factory (local) is running.
+
+  API             {api}   (POST /create_training_job, /check_trained_job,
+                  /stop_training_job, /check_training_status; send x-api-key)
+  API keys
+{keys}
+  AWS endpoint    {aws}   (S3, DynamoDB, SQS, KMS; any credentials)
+  bucket          {facts["bucket"]}
+  table           {facts["table"]}
+  SageMaker       {factory.sagemaker_url}   (local training runtime)
+  state dir       {factory.state_dir}   (jobs/<job>/training.log, logs/)
+  egress          {
+        "deployed policy (--strict-egress)"
+        if factory.strict_egress
+        else "dataset and callback URLs may be on this machine"
+    }
+
+Start a job. Its two URLs are placeholders for your dataset endpoint and callback
+receiver; these two commands, each in its own terminal, serve them with sample data:
+
+  {sys.executable} -m aifactory_local.dataset_server --port 8900 --api-key dataset-secret
+  {sys.executable} -m aifactory_local.callback_receiver --port 8901
+
+  curl -s -X POST {api}/create_training_job \\
+    -H {shlex.quote("x-api-key: " + key)} -H 'Content-Type: application/json' \\
+    -d {shlex.quote(payload)}
+
+Check it (use the job_name from the answer):
+
+  curl -s -X POST {api}/check_training_status \\
+    -H {shlex.quote("x-api-key: " + key)} -d '{{"job_name": "<job_name>"}}'
+
+Look inside:
+
+  aws --endpoint-url {aws} s3 ls s3://{facts["bucket"]} --recursive
+  aws --endpoint-url {aws} dynamodb scan --table-name {facts["table"]}
+
+(key {key_name!r}; Ctrl-C stops the Factory)
+"""
+
+
+def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def serve(args: argparse.Namespace) -> int:
+    api_keys = dict(args.api_key) or None
+    factory = _factory(
+        args,
+        host=args.host,
+        port=args.port,
+        aws_port=args.aws_port,
+        api_keys=api_keys,
+        strict_egress=args.strict_egress,
+    )
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    # Both stop the Factory the same way; SIGINT also when the shell started us ignoring it.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        factory.start()
+        if not stop.is_set():
+            print(describe(factory), flush=True)
+            if args.ready_file:
+                _write_ready_file(args.ready_file, factory.facts())
+        while not stop.wait(0.5):
+            pass
+        print(f"\n{received[0]} received; stopping.", flush=True)
+    except OSError as exc:
+        print(f"aifactory-local: cannot start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        factory.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.ready_file:
+            args.ready_file.unlink(missing_ok=True)
+    print("stopped.", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        from aifactory_local.demo import run_demo
+
+        return run_demo(_factory(args))
+    except RuntimeError as exc:
+        print(f"aifactory-local: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

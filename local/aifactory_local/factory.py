@@ -1,0 +1,444 @@
+"""The whole Factory on one machine: the deployed handlers, wired as template.yaml wires them.
+
+    client --x-api-key--> ApiGateway (apigateway.py) --> CreateFn / ListFn / StopFn / StatusFn
+    StageQueue, CallbackRetryQueue (moto) --> SqsEventSource (pollers.py) --> StageFn, RetryFn
+    LocalSageMaker (sagemaker.py, training.py) --state change events--> EventBus --> NotifyFn
+    S3, DynamoDB, SQS, KMS: moto's ThreadedMotoServer, provisioned by provision.py
+
+Routes, event sources, the event rule, timeouts and memory sizes are read from template.yaml.
+The handlers reach every service through boto3's AWS_ENDPOINT_URL (moto) and
+AWS_ENDPOINT_URL_SAGEMAKER (the local SageMaker), set in os.environ while the Factory runs;
+only one LocalFactory can run in a process at a time.
+"""
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from aifactory_local import provision as provisioning
+from aifactory_local.apigateway import ApiGateway, ApiKey
+from aifactory_local.events import EventBus, Rule
+from aifactory_local.lambdas import InvocationLogFilter, LocalFunction, function_specs
+from aifactory_local.pollers import SqsEventSource
+from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
+from aifactory_local.template import load_template, parameter_default, resolve
+from aifactory_local.training import STOP_GRACE_SECONDS, TrainerResolver
+
+log = logging.getLogger("aifactory_local.factory")
+
+# Set for the handlers while the Factory runs; credentials and profiles from the
+# environment are hidden so nothing reaches a real AWS account.
+_HIDDEN_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE")
+# The emulated AWS endpoint and the SageMaker stand-in listen here; --host is the API's.
+LOOPBACK = "127.0.0.1"
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+# The emulator is on this machine: fail fast rather than retry for a minute when it is gone.
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=60
+)
+
+
+def generate_api_key() -> str:
+    return secrets.token_urlsafe(30)
+
+
+class LocalFactory:
+    """Start with start() (or `with LocalFactory(...) as factory:`), stop with stop()."""
+
+    _active: ClassVar["LocalFactory | None"] = None
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        aws_port: int = 0,
+        api_keys: dict[str, str] | None = None,
+        state_dir: str | Path = ".aifactory",
+        strict_egress: bool = False,
+        trainers: dict[str, list[str]] | None = None,
+        docker: bool = False,
+        callback_retry_base_seconds: int = 2,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        log_level: str = "INFO",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.aws_port = aws_port
+        self.api_keys = dict(api_keys) if api_keys else {"default": generate_api_key()}
+        self.state_dir = Path(state_dir).resolve()
+        self.strict_egress = strict_egress
+        self.resolver = TrainerResolver(trainers, docker=docker)
+        self.callback_retry_base_seconds = callback_retry_base_seconds
+        self.stop_grace_seconds = stop_grace_seconds
+        self.log_level = log_level
+        self.env: dict[str, str] = {}
+        self.functions: dict[str, LocalFunction] = {}
+        self.moto: ThreadedMotoServer | None = None
+        self.aws_endpoint_url = ""
+        self.sagemaker: LocalSageMaker | None = None
+        self.sagemaker_server: SageMakerServer | None = None
+        self.bus: EventBus | None = None
+        self.pollers: list[SqsEventSource] = []
+        self.api: ApiGateway | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_streams: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self._log_handler: logging.Handler | None = None
+        self._function_log: Any = None
+        self._log_filter = InvocationLogFilter()
+        self._started = False
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return self.api.url if self.api else ""
+
+    @property
+    def sagemaker_url(self) -> str:
+        return self.sagemaker_server.url if self.sagemaker_server else ""
+
+    @property
+    def bucket(self) -> str:
+        return self.env.get("DATA_BUCKET", "")
+
+    @property
+    def table(self) -> str:
+        return self.env.get("JOBS_TABLE", "")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def facts(self) -> dict[str, Any]:
+        """What the ready file holds."""
+        return {
+            "api_url": self.api_url,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "bucket": self.bucket,
+            "table": self.table,
+            "api_keys": dict(self.api_keys),
+        }
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the emulated AWS (for inspection, tests and the runtime)."""
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.aws_endpoint_url,
+            region_name=provisioning.REGION,
+            aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=_CLIENT_CONFIG,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "LocalFactory":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "LocalFactory":
+        with LocalFactory._active_lock:
+            if LocalFactory._active is not None:
+                raise RuntimeError("a LocalFactory is already running in this process")
+            LocalFactory._active = self
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        template = load_template()
+        (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._setup_logging()
+
+        # The emulated AWS account, and the stack's data resources in it.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.moto = ThreadedMotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.aws_endpoint_url = f"http://{host}:{port}"
+        provisioned = provisioning.provision(self.aws_endpoint_url)
+
+        # SageMaker training, whose state changes go to the event bus (created below).
+        self.sagemaker = LocalSageMaker(
+            s3=self.client("s3"),
+            resolver=self.resolver,
+            emit=self._emit,
+            jobs_dir=self.state_dir / "jobs",
+            stop_grace_seconds=self.stop_grace_seconds,
+        )
+        self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
+        self.sagemaker_server.start()
+
+        self.env = self._function_env(template, provisioned)
+        self._apply_env(self.env)
+
+        specs = function_specs(template)
+        self.functions = {name: LocalFunction(spec) for name, spec in specs.items()}
+        for function in self.functions.values():
+            function.warm_up()
+        self._warm_runtime()
+        self._redirect_function_logs()
+
+        rules = []
+        for name, function in self.functions.items():
+            for props in function.spec.events_of_type("EventBridgeRule"):
+                rules.append(Rule(f"{name}-rule", props["Pattern"], function))
+        self.bus = EventBus(rules)
+        self.bus.start()
+
+        queue_urls = self._queue_urls(template)
+        sqs = self.client("sqs")
+        for function in self.functions.values():
+            for props in function.spec.events_of_type("SQS"):
+                queue_id = _logical_id(props["Queue"])
+                if queue_id not in queue_urls:
+                    raise RuntimeError(f"{function.name}: no local queue for {queue_id}")
+                poller = SqsEventSource(
+                    sqs,
+                    queue_urls[queue_id],
+                    function,
+                    batch_size=int(resolve(props.get("BatchSize", 10), template)),
+                    report_batch_item_failures="ReportBatchItemFailures"
+                    in (props.get("FunctionResponseTypes") or []),
+                )
+                poller.start()
+                self.pollers.append(poller)
+
+        routes = {}
+        for function in self.functions.values():
+            for props in function.spec.events_of_type("Api"):
+                routes[(str(props["Method"]).upper(), str(props["Path"]))] = function
+        keys = [ApiKey(name, value) for name, value in self.api_keys.items()]
+        self.api = ApiGateway(
+            routes,
+            keys,
+            stage=str(parameter_default("StageName", template) or "prod"),
+            host=self.host,
+            port=self.port,
+            access_log=self.logs_dir / "api.log",
+        )
+        self.api.start()
+        log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
+
+    def stop(self) -> None:
+        """Stop everything that was started, newest first. Safe to call more than once."""
+        if not self._started:
+            return
+        self._started = False
+        for poller in self.pollers:
+            poller.request_stop()
+        steps: list[tuple[str, Callable[[], object]]] = [
+            *([("API", self.api.stop)] if self.api else []),
+            *[("queue poller", poller.stop) for poller in self.pollers],
+            *([("training jobs", self.sagemaker.close)] if self.sagemaker else []),
+            *([("event bus", self.bus.stop)] if self.bus else []),
+            *([("SageMaker server", self.sagemaker_server.stop)] if self.sagemaker_server else []),
+            ("emulated resources", self._deprovision),
+            ("AWS emulator", self._stop_moto),
+            ("environment", self._restore_env),
+            ("logging", self._teardown_logging),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("stopping the %s failed", name)
+        self.pollers = []
+        self.api = None
+        with LocalFactory._active_lock:
+            if LocalFactory._active is self:
+                LocalFactory._active = None
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.bus is not None:
+            self.bus.put(event)
+
+    def _function_env(
+        self, template: dict[str, Any], provisioned: dict[str, str]
+    ) -> dict[str, str]:
+        """Globals.Function.Environment as deployed, with the local differences."""
+        env: dict[str, str] = {}
+        variables = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+        parameters = template.get("Parameters", {})
+        for name, value in (variables.get("Variables") or {}).items():
+            if isinstance(value, dict) and value.get("Ref") in parameters:
+                value = resolve(value, template)
+            if isinstance(value, str | int | float | bool):
+                env[name] = str(value)
+        env.update(provisioned)
+        env.update(
+            {
+                # Any image (no execution role to protect locally), quick retries, and
+                # dataset and callback URLs on this machine unless --strict-egress.
+                "ALLOWED_IMAGE_PREFIXES": "*",
+                "CALLBACK_RETRY_BASE_SECONDS": str(self.callback_retry_base_seconds),
+                "ALLOW_PRIVATE_URLS": "false" if self.strict_egress else "true",
+                "AWS_DEFAULT_REGION": provisioning.REGION,
+                "AWS_REGION": provisioning.REGION,
+                **DUMMY_CREDENTIALS,
+                "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+                "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+                "POWERTOOLS_LOG_LEVEL": self.log_level,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+            }
+        )
+        return env
+
+    def _queue_urls(self, template: dict[str, Any]) -> dict[str, str]:
+        """Queue logical id -> URL, through the Globals variables that !Ref the queues."""
+        variables = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+        urls = {}
+        for name, value in (variables.get("Variables") or {}).items():
+            if isinstance(value, dict) and set(value) == {"Ref"} and name in self.env:
+                resource = template["Resources"].get(value["Ref"], {})
+                if resource.get("Type") == "AWS::SQS::Queue":
+                    urls[value["Ref"]] = self.env[name]
+        return urls
+
+    def _apply_env(self, env: dict[str, str]) -> None:
+        from aifactory import runtime
+
+        for name in [*env, *_HIDDEN_ENV]:
+            self._saved_env.setdefault(name, os.environ.get(name))
+        for name in _HIDDEN_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        runtime.reset()
+
+    @staticmethod
+    def _warm_runtime() -> None:
+        """Build the handlers' settings and boto3 clients now, on one thread: a boto3 session
+        is not safe to build clients from concurrently, and here, unlike in Lambda, several
+        invocations may make their first call at the same time."""
+        from aifactory import aws, runtime
+
+        runtime.get_runtime()
+        for service in ("dynamodb", "kms", "s3", "sagemaker", "sqs"):
+            aws.client(service)
+        aws.resource("dynamodb")
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        with contextlib.suppress(ImportError):
+            from aifactory import runtime
+
+            runtime.reset()
+
+    def _deprovision(self) -> None:
+        """Delete what provision() created. moto keeps its state per process, not per server,
+        so this lets another LocalFactory (or another user of moto) run in the process later."""
+        if not self.env or self.moto is None:
+            return
+        s3, bucket = self.client("s3"), self.env["DATA_BUCKET"]
+        with contextlib.suppress(Exception):
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                objects = [
+                    {"Key": v["Key"], "VersionId": v["VersionId"]}
+                    for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                ]
+                if objects:
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+            uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            for upload in uploads:
+                s3.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+            s3.delete_bucket(Bucket=bucket)
+        with contextlib.suppress(Exception):
+            self.client("dynamodb").delete_table(TableName=self.env["JOBS_TABLE"])
+        sqs = self.client("sqs")
+        queues = (
+            "STAGE_QUEUE_URL",
+            "STAGE_DLQ_URL",
+            "CALLBACK_RETRY_QUEUE_URL",
+            "CALLBACK_DLQ_URL",
+        )
+        for name in queues:
+            with contextlib.suppress(Exception):
+                sqs.delete_queue(QueueUrl=self.env[name])
+        with contextlib.suppress(Exception):
+            self.client("kms").schedule_key_deletion(
+                KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7
+            )
+
+    def _stop_moto(self) -> None:
+        if self.moto is None:
+            return
+        server = getattr(self.moto, "_server", None)
+        if server is not None:
+            self.moto.stop()
+            server.server_close()
+        self.moto = None
+
+    # -- logs --------------------------------------------------------------------------------
+    def _setup_logging(self) -> None:
+        handler = logging.FileHandler(self.logs_dir / "factory.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        root = logging.getLogger("aifactory_local")
+        root.addHandler(handler)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def _redirect_function_logs(self) -> None:
+        """The functions' Powertools logger writes to logs/functions.log (CloudWatch here)."""
+        from aifactory.log import logger
+
+        self._function_log = (self.logs_dir / "functions.log").open("a", encoding="utf-8")
+        logger.setLevel(self.log_level)
+        logger._logger.addFilter(self._log_filter)  # noqa: SLF001 - Powertools' stdlib logger
+        for handler in logger._logger.handlers:  # noqa: SLF001
+            if isinstance(handler, logging.StreamHandler):
+                self._saved_streams.append((handler, handler.stream))
+                handler.setStream(self._function_log)
+
+    def _teardown_logging(self) -> None:
+        with contextlib.suppress(ImportError):
+            from aifactory.log import logger
+
+            logger._logger.removeFilter(self._log_filter)  # noqa: SLF001
+        for handler, stream in self._saved_streams:
+            handler.setStream(stream)
+        self._saved_streams = []
+        if self._function_log is not None:
+            self._function_log.close()
+            self._function_log = None
+        if self._log_handler is not None:
+            logging.getLogger("aifactory_local").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+
+def _logical_id(value: Any) -> str:
+    """The logical id in !GetAtt X.Arn or !Ref X."""
+    if isinstance(value, dict):
+        if "Fn::GetAtt" in value:
+            return str(value["Fn::GetAtt"][0])
+        if "Ref" in value:
+            return str(value["Ref"])
+    return str(value)
