@@ -67,3 +67,29 @@ class Dataset:
         page = self.records[offset : offset + size]
         body = {"type": "fetch", "offset": offset, "page_size": size, "datasets": page}
         return Response(json.dumps(body), content_type="application/json")
+
+
+def staged_job(
+    fns: dict[str, Any], aws: Any, env: dict[str, str], callbacks: Any, httpserver: Any
+) -> str:
+    """A job created from the seed request and staged (3 records), ready to train."""
+    records = [{"text": f"t{i}", "label": "a"} for i in range(3)]
+    httpserver.expect_request("/data").respond_with_handler(Dataset(records))
+    status, answer, _ = call(
+        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
+    )
+    assert status == 200, answer
+    stage_pending(fns, aws, env)
+    return str(answer["job_name"])
+
+
+def complete(
+    fns: dict[str, Any], aws: Any, env: dict[str, str], job: str, artifacts: dict[str, bytes]
+) -> None:
+    """Training wrote `artifacts` (file name -> tar members) under models/<job>/output/, and
+    SageMaker reports the job Completed."""
+    bucket = env["DATA_BUCKET"]
+    for name, members in artifacts.items():
+        aws.s3.put_object(Bucket=bucket, Key=f"models/{job}/output/{name}", Body=members)
+    model = f"s3://{bucket}/models/{job}/output/model.tar.gz"
+    notify(fns, "notify_completed.json", job, ModelArtifacts={"S3ModelArtifacts": model})

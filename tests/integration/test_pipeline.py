@@ -6,7 +6,7 @@ import json
 import pytest
 from werkzeug import Response
 
-from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending
+from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending, staged_job
 from tests.support import Context, sqs_event
 
 RECORDS = [{"text": f"t{i}", "label": "a"} for i in range(30)]
@@ -198,13 +198,6 @@ def test_stop_between_pages_aborts_the_upload(fns, aws, factory_env, callbacks, 
 
 
 # -- events -----------------------------------------------------------------------------------
-def staged_job(fns, aws, factory_env, callbacks, httpserver):
-    httpserver.expect_request("/data").respond_with_handler(Dataset(RECORDS[:3]))
-    job = create(fns, seed_request(httpserver.url_for("/data"), callbacks.url))
-    stage_pending(fns, aws, factory_env)
-    return job
-
-
 def test_repeated_terminal_events_send_exactly_one_callback(
     fns, aws, factory_env, callbacks, httpserver
 ):

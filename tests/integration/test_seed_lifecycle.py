@@ -1,13 +1,20 @@
 """The seed's example request, end to end: create, stage several pages, train, call back."""
 
-import io
 import json
+import os
 import re
 
 import requests
 
-from aifactory_local.provision import ACCOUNT_ID
-from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending
+from tests.integration.flow import (
+    Dataset,
+    call,
+    complete,
+    notify,
+    seed_request,
+    stage_pending,
+    staged_job,
+)
 from tests.support import tar_gz
 
 JOB_NAME = re.compile(r"^sage-maker-train-\d{8}-\d{6}-[0-9a-f]{6}$")
@@ -161,19 +168,13 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     item = aws.dynamodb.Table(factory_env["JOBS_TABLE"]).get_item(Key={"job_name": job})["Item"]
     assert item["callback_state"] == "delivered"
     assert b"callback-secret-example" not in bytes(item["secrets"].value)
-    assert ACCOUNT_ID in body["training_model"]["image"]
 
 
 def test_model_tar_report_is_used_when_output_tar_has_none(
     fns, aws, factory_env, callbacks, httpserver
 ):
     # Given a job whose image wrote a scikit-learn report into /opt/ml/model only
-    httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(
-        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
-    )[1]["job_name"]
-    stage_pending(fns, aws, factory_env)
-    bucket = factory_env["DATA_BUCKET"]
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     sklearn = {
         "B-city": {"precision": 0.9, "recall": 0.8, "f1-score": 0.847, "support": 10},
         "O": {"precision": 1.0, "recall": 1.0, "f1-score": 1.0, "support": 90},
@@ -181,23 +182,15 @@ def test_model_tar_report_is_used_when_output_tar_has_none(
         "macro avg": {"precision": 0.95, "recall": 0.9, "f1-score": 0.92, "support": 100},
         "weighted avg": {"precision": 0.991, "recall": 0.98, "f1-score": 0.985, "support": 100},
     }
-    aws.s3.put_object(
-        Bucket=bucket,
-        Key=f"models/{job}/output/model.tar.gz",
-        Body=tar_gz(
-            {"model/weights.bin": b"x" * 1000, "evaluation.json": json.dumps(sklearn).encode()}
-        ),
-    )
-    aws.s3.put_object(Bucket=bucket, Key=f"models/{job}/output/output.tar.gz", Body=tar_gz({}))
-
+    model = {"model/weights.bin": b"x" * 1000, "evaluation.json": json.dumps(sklearn).encode()}
     # When it completes
-    notify(
+    complete(
         fns,
-        "notify_completed.json",
+        aws,
+        factory_env,
         job,
-        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
+        {"model.tar.gz": tar_gz(model), "output.tar.gz": tar_gz({})},
     )
-
     # Then the callback carries the report in the seed's shape
     log = callbacks.received[0]["body"]["log"]
     assert log["avg"] == {
@@ -213,21 +206,8 @@ def test_model_tar_report_is_used_when_output_tar_has_none(
 def test_missing_report_sends_the_callback_with_a_null_log(
     fns, aws, factory_env, callbacks, httpserver
 ):
-    httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(
-        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
-    )[1]["job_name"]
-    stage_pending(fns, aws, factory_env)
-    bucket = factory_env["DATA_BUCKET"]
-    aws.s3.put_object(
-        Bucket=bucket, Key=f"models/{job}/output/model.tar.gz", Body=tar_gz({"w": b"1"})
-    )
-    notify(
-        fns,
-        "notify_completed.json",
-        job,
-        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
-    )
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    complete(fns, aws, factory_env, job, {"model.tar.gz": tar_gz({"w": b"1"})})
     callback = callbacks.received[0]["body"]
     assert callback["status"] == "Completed"
     assert callback["log"] is None
@@ -239,29 +219,11 @@ def test_report_scan_gives_up_on_a_large_model(
 ):
     # Given a model.tar.gz whose report sits behind more bytes than the scan bound
     settings_override(REPORT_SCAN_MAX_BYTES="65536")
-    httpserver.expect_request("/data", method="POST").respond_with_handler(Dataset(RECORDS[:5]))
-    job = call(
-        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
-    )[1]["job_name"]
-    stage_pending(fns, aws, factory_env)
-    bucket = factory_env["DATA_BUCKET"]
-    big = io.BytesIO()
-    import os
-
-    big.write(os.urandom(512 * 1024))
-    aws.s3.put_object(
-        Bucket=bucket,
-        Key=f"models/{job}/output/model.tar.gz",
-        Body=tar_gz(
-            {"weights.bin": big.getvalue(), "evaluation.json": json.dumps(REPORT).encode()}
-        ),
-    )
-    notify(
-        fns,
-        "notify_completed.json",
-        job,
-        ModelArtifacts={"S3ModelArtifacts": f"s3://{bucket}/models/{job}/output/model.tar.gz"},
-    )
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    weights = os.urandom(512 * 1024)
+    model = {"weights.bin": weights, "evaluation.json": json.dumps(REPORT).encode()}
+    # When it completes
+    complete(fns, aws, factory_env, job, {"model.tar.gz": tar_gz(model)})
     # Then the callback is still sent, without a log
     callback = callbacks.received[0]["body"]
     assert callback["log"] is None and callback["model"]

@@ -236,9 +236,6 @@ class HttpClient:
         except requests.exceptions.RequestException as exc:
             raise EgressError(f"request failed ({type(exc).__name__})") from None
 
-    def close(self) -> None:
-        self._session.close()
-
 
 def _root_cause(exc: BaseException) -> BaseException:
     """The innermost cause of a requests/urllib3 error (not what was being handled)."""
