@@ -18,7 +18,10 @@ repeats bit for bit (given the same BLAS thread count; the scripts pin it to 1).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +81,27 @@ def softmax_cross_entropy(logits: np.ndarray, gold: np.ndarray) -> tuple[float, 
     grad[rows, gold] -= 1.0
     grad /= len(gold)
     return loss, grad.astype(DTYPE)
+
+
+WEIGHTS_FILE = "model.npz"
+
+
+def save_model(
+    model_dir: Path, params: dict[str, np.ndarray], config: dict[str, Any], name: str
+) -> None:
+    """Weights to model.npz and the rest (vocabulary, labels, settings) to `name` as JSON."""
+    with (model_dir / WEIGHTS_FILE).open("wb") as handle:
+        arrays: dict[str, Any] = dict(params)  # names like "gate/W" are fine in npz
+        np.savez(handle, **arrays)
+    (model_dir / name).write_text(json.dumps(config, ensure_ascii=False) + "\n")
+
+
+def load_model(model_dir: Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What save_model wrote: (params, config)."""
+    config = json.loads((model_dir / name).read_text())
+    with np.load(model_dir / WEIGHTS_FILE) as weights:
+        params = {key: weights[key] for key in weights.files}
+    return params, config
 
 
 class GatedHead:

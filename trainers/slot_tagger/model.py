@@ -27,7 +27,15 @@ import numpy as np
 
 from common.data import RecordError, label_text, require_list
 from common.hyperparameters import Hyperparameters
-from common.nn import DTYPE, GatedHead, Params, embedding_table, scatter_rows
+from common.nn import (
+    DTYPE,
+    GatedHead,
+    Params,
+    embedding_table,
+    load_model,
+    save_model,
+    scatter_rows,
+)
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -36,7 +44,6 @@ WORD_DROPOUT_ALPHA = 0.25
 SHAPES = ("lower", "Capitalized", "UPPER", "digits", "has-digit", "punctuation", "other", "edge")
 EDGE_SHAPE = SHAPES.index("edge")
 
-WEIGHTS_FILE = "model.npz"
 CONFIG_FILE = "tagger.json"
 
 
@@ -224,9 +231,6 @@ class TaggerModel:
         }
 
     def save(self, model_dir: Path) -> None:
-        with (model_dir / WEIGHTS_FILE).open("wb") as handle:
-            arrays: dict[str, Any] = dict(self.params)  # names like "gate/W" are fine in npz
-            np.savez(handle, **arrays)
         config = {
             "vocab": self.vocab,
             "labels": self.labels,
@@ -234,13 +238,11 @@ class TaggerModel:
             "add_start_end_words": self.add_start_end_words,
             "shapes": list(SHAPES),
         }
-        (model_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False) + "\n")
+        save_model(model_dir, dict(self.params), config, CONFIG_FILE)
 
     @classmethod
     def load(cls, model_dir: Path) -> TaggerModel:
-        config = json.loads((model_dir / CONFIG_FILE).read_text())
-        with np.load(model_dir / WEIGHTS_FILE) as weights:
-            params = {key: weights[key] for key in weights.files}
+        params, config = load_model(model_dir, CONFIG_FILE)
         return cls(
             config["vocab"],
             config["labels"],

@@ -26,14 +26,21 @@ import numpy as np
 
 from common.data import RecordError, require_label
 from common.hyperparameters import Hyperparameters
-from common.nn import DTYPE, GatedHead, Params, embedding_table, scatter_rows
+from common.nn import (
+    DTYPE,
+    GatedHead,
+    Params,
+    embedding_table,
+    load_model,
+    save_model,
+    scatter_rows,
+)
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SPECIALS = (UNK, BOS, EOS)
 MIN_PAIR_COUNT = 2
 WORD = re.compile(r"\w+")
 
-WEIGHTS_FILE = "model.npz"
 CONFIG_FILE = "classifier.json"
 
 
@@ -165,19 +172,14 @@ class TopicModel:
         }
 
     def save(self, model_dir: Path) -> None:
-        with (model_dir / WEIGHTS_FILE).open("wb") as handle:
-            arrays: dict[str, Any] = dict(self.params)  # names like "gate/W" are fine in npz
-            np.savez(handle, **arrays)
         config = {
             "vocab": self.vocab,
             "labels": self.labels,
             "add_start_end_words": self.add_start_end_words,
         }
-        (model_dir / CONFIG_FILE).write_text(json.dumps(config, ensure_ascii=False) + "\n")
+        save_model(model_dir, dict(self.params), config, CONFIG_FILE)
 
     @classmethod
     def load(cls, model_dir: Path) -> TopicModel:
-        config = json.loads((model_dir / CONFIG_FILE).read_text())
-        with np.load(model_dir / WEIGHTS_FILE) as weights:
-            params = {key: weights[key] for key in weights.files}
+        params, config = load_model(model_dir, CONFIG_FILE)
         return cls(config["vocab"], config["labels"], config["add_start_end_words"], params)
