@@ -14,7 +14,7 @@ ACCOUNT_ID = "123456789012"  # moto's account
 
 
 def _client(service: str, endpoint_url: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=endpoint_url,
         region_name=REGION,
