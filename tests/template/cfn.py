@@ -23,7 +23,7 @@ TEMPLATE = ROOT / "template.yaml"
 VENV_BIN = ROOT / ".venv" / "bin"
 REGION = "us-east-1"
 
-# Function logical id -> folder under functions/ (the spec's table).
+# Function logical id -> folder under functions/.
 FUNCTIONS = {
     "CreateFn": "create_training_job",
     "ListFn": "check_trained_job",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from aifactory.settings import Settings
 from tests.template.cfn import (
     API_ROUTES,
     FUNCTIONS,
@@ -19,22 +20,7 @@ from tests.template.cfn import (
 
 pytestmark = pytest.mark.template
 
-SPEC_ENVIRONMENT = {
-    "JOBS_TABLE",
-    "DATA_BUCKET",
-    "STAGE_QUEUE_URL",
-    "CALLBACK_RETRY_QUEUE_URL",
-    "KMS_KEY_ID",
-    "SAGEMAKER_ROLE_ARN",
-    "ALLOWED_IMAGE_PREFIXES",
-    "MAX_INSTANCE_COUNT",
-    "MAX_VOLUME_SIZE_GB",
-    "MAX_RUNTIME_SECONDS",
-    "MAX_PAGES_CAP",
-    "CALLBACK_MAX_ATTEMPTS",
-    "CALLBACK_RETRY_BASE_SECONDS",
-    "ALLOW_PRIVATE_URLS",
-    "PRESIGN_EXPIRES_SECONDS",
+POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_METRICS_NAMESPACE",
@@ -156,9 +142,17 @@ def test_function_runs_python313_on_arm64_with_the_common_layer(
 
 
 @pytest.mark.parametrize("function_id", sorted(FUNCTIONS))
-def test_function_environment_is_the_spec_table(cfn: dict[str, Any], function_id: str) -> None:
+def test_function_environment_is_what_the_settings_model_reads(
+    cfn: dict[str, Any], function_id: str
+) -> None:
     variables = props(cfn, function_id)["Environment"]["Variables"]
-    assert set(variables) == SPEC_ENVIRONMENT
+    fields = Settings.model_fields.values()
+    readable = {str(field.alias) for field in fields}
+    required = {str(field.alias) for field in fields if field.is_required()}
+    # every variable is one the layer reads, and nothing it requires is missing
+    assert set(variables) - POWERTOOLS_ENVIRONMENT <= readable
+    assert required <= set(variables)
+    assert set(variables) >= POWERTOOLS_ENVIRONMENT
     assert variables["ALLOW_PRIVATE_URLS"] == "false"
     assert variables["POWERTOOLS_SERVICE_NAME"] == "aifactory"
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
@@ -351,7 +345,7 @@ def test_bucket_refuses_requests_without_tls(cfn: dict[str, Any]) -> None:
     }
 
 
-def test_jobs_table_matches_the_spec(cfn: dict[str, Any]) -> None:
+def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> None:
     table = props(cfn, "JobsTable")
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": "job_name", "KeyType": "HASH"}]
@@ -395,7 +389,7 @@ def test_key_alias_names_the_factory_key(cfn: dict[str, Any]) -> None:
 # Parameters and outputs
 # ------------------------------------------------------------------------------------------
 
-SPEC_DEFAULTS = {
+DOCUMENTED_DEFAULTS = {
     "StageName": "prod",
     "AllowedImagePrefixes": "",
     "MaxInstanceCount": 4,
@@ -410,9 +404,9 @@ SPEC_DEFAULTS = {
 }
 
 
-def test_parameters_have_the_spec_defaults(sam_template: dict[str, Any]) -> None:
+def test_parameters_have_the_documented_defaults(sam_template: dict[str, Any]) -> None:
     parameters = sam_template["Parameters"]
-    for name, default in SPEC_DEFAULTS.items():
+    for name, default in DOCUMENTED_DEFAULTS.items():
         assert str(parameters[name]["Default"]) == str(default), name
     assert parameters["CallbackMaxAttempts"]["MinValue"] == 6
     assert parameters["ApiQuotaPeriod"]["AllowedValues"] == ["DAY", "WEEK", "MONTH"]
