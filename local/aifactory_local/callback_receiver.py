@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aifactory_local.httpserver import BackgroundServer, QuietHandler
+from aifactory_local.httpserver import BackgroundServer, QuietHandler, wait_for_interrupt
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver = CallbackReceiver(args.host, args.port, on_receive=show).start()
     print(f"receiving callbacks at {receiver.server.url}/<any path> (Ctrl-C stops)", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        wait_for_interrupt()
     finally:
         receiver.stop()
     return 0

@@ -26,20 +26,16 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aifactory_local.httpserver import BackgroundServer, QuietHandler, wait_for_interrupt
 from aifactory_local.sample_data import DATASETS, dataset
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PATH = "/v1/ml/datasets/fetch"
 MAX_BODY_BYTES = 64 * 1024
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 makes bursts of connections wait for retries
 
 
 class DatasetServer:
@@ -66,52 +62,34 @@ class DatasetServer:
         self.rejected: list[tuple[int, str]] = []  # (status, reason) of each refused request
         self._lock = threading.Lock()
         self._seen = 0
-        self._httpd = _Server((host, port), _handler_for(self, verbose))
-        self._thread: threading.Thread | None = None
+        self.server = BackgroundServer(_handler_for(self, verbose), host, port, poll_interval=0.05)
+        self._started = False
 
     @property
     def host(self) -> str:
-        return str(self._httpd.server_address[0])
+        return self.server.host
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return self.server.port
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.server.url
 
     @property
     def url(self) -> str:
         return self.base_url + self.path
 
     def start(self) -> DatasetServer:
-        if self._thread is None:
-            # A short poll interval makes stop() return quickly.
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="dataset-server",
-                daemon=True,
-            )
-            self._thread.start()
+        if not self._started:
+            self.server.start("dataset-server")
+            self._started = True
         return self
 
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (Ctrl-C), then close."""
-        try:
-            self._httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self._httpd.server_close()
-
     def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._started = False
+        self.server.stop()
 
     def __enter__(self) -> DatasetServer:
         return self.start()
@@ -195,33 +173,26 @@ def _integer(params: Mapping[str, Any], name: str, *, low: int, high: int | None
     return value
 
 
-def _handler_for(server: DatasetServer, verbose: bool) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_for(server: DatasetServer, verbose: bool) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
+            if int(self.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
                 self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"message": "body too large"})
                 return
-            body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = server.handle(self.command, self.path, headers, body)
+            status, payload = server.handle(self.command, self.path, headers, self.read_body())
             self._send(status, payload)
 
         def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_bytes(status, json.dumps(payload).encode("utf-8"))
 
         do_POST = do_GET = do_PUT = do_DELETE = _serve
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
             if verbose:
-                super().log_message(format, *args)
+                BaseHTTPRequestHandler.log_message(self, format, *args)
 
     return Handler
 
@@ -249,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, task_def, image = DATASETS[args.dataset]
     print(f"serving {len(records)} {args.dataset} records (task {task_def}, image {image})")
     print(f"POST {server.url}  body: offset=0&page_size=100  (Ctrl-C stops)", flush=True)
-    server.serve_forever()
+    with server:
+        wait_for_interrupt()
     return 0
 
 

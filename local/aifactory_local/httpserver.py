@@ -1,6 +1,7 @@
 """A threaded stdlib HTTP server run in the background, with a clean stop."""
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -44,12 +45,23 @@ class QuietHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 makes bursts of connections wait for retries
+
+
 class BackgroundServer:
     """ThreadingHTTPServer on its own thread. Port 0 picks a free port."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        host: str,
+        port: int,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.httpd = _Server((host, port), handler)
+        self.poll_interval = poll_interval  # how soon stop() returns
         self._thread: threading.Thread | None = None
 
     @property
@@ -66,7 +78,10 @@ class BackgroundServer:
 
     def start(self, name: str = "http-server") -> None:
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": self.poll_interval},
+            name=name,
+            daemon=True,
         )
         self._thread.start()
 
@@ -76,3 +91,12 @@ class BackgroundServer:
             self._thread.join(timeout=5)
             self._thread = None
         self.httpd.server_close()
+
+
+def wait_for_interrupt() -> None:
+    """Block the calling thread until Ctrl-C."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
