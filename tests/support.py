@@ -1,13 +1,11 @@
-"""Test support shared by the integration suites: events from events/, handler loading,
-a callback receiver and tar-building for evaluation reports."""
+"""Test support shared by the suites: events from events/, handler loading and tar-building
+for evaluation reports."""
 
 import copy
 import importlib.util
 import io
 import json
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,45 +76,6 @@ def state_change(sample: str, job_name: str, **detail: Any) -> dict[str, Any]:
     event["resources"] = [event["detail"]["TrainingJobArn"]]
     event["detail"].update(detail)
     return event
-
-
-class CallbackReceiver:
-    """A real HTTP server on 127.0.0.1 that records every POST; its answers can be scripted."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.statuses: list[int] = []  # answers to give, in order; then 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                receiver.received.append(
-                    {"headers": dict(self.headers.items()), "body": json.loads(body)}
-                )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/callback"
-
-    def __enter__(self) -> "CallbackReceiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def tar_gz(members: dict[str, bytes]) -> bytes:

@@ -11,8 +11,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from aifactory import runtime
+from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.provision import provision
-from tests.support import CallbackReceiver, load_function
+from tests.support import load_function
 
 FUNCTIONS = (
     "create_training_job",

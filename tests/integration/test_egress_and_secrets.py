@@ -65,7 +65,7 @@ def test_the_address_actually_connected_to_is_checked_at_fetch(
     dataset = Dataset([{"text": "a", "label": "b"}])
     httpserver.expect_request("/data").respond_with_handler(dataset)
     data_url = f"http://dataset.example.com:{httpserver.port}/data"
-    callback_url = f"http://hooks.example.com:{callbacks.server.server_port}/callback"
+    callback_url = f"http://hooks.example.com:{callbacks.server.port}/callback"
     status, answer, _ = call(fns, "create_training_job", seed_request(data_url, callback_url))
     assert status == 200, answer  # nothing wrong with the names themselves
     # When the job is staged
@@ -94,13 +94,13 @@ def test_secrets_never_reach_logs_errors_or_storage(
     # When it goes through its whole life, including a refused callback
     job = call(fns, "create_training_job", body)[1]["job_name"]
     stage_pending(fns, aws, factory_env)
-    callbacks.statuses = [500]
+    callbacks.fail_with = [500]
     notify(fns, "notify_completed.json", job)
     bad = json.loads(json.dumps(body))
     bad["callback_url"]["headers"]["Authorization"] = "Bearer cb-SECRET-1\n"
     _, error, _ = call(fns, "create_training_job", bad)
     # Then the secrets were used where they belong
-    assert callbacks.received[0]["headers"]["Authorization"] == "Bearer cb-SECRET-1"
+    assert callbacks.received[0].headers["Authorization"] == "Bearer cb-SECRET-1"
     # and appear in no log line, no error, no record field in clear, no S3 object
     logs = capsys.readouterr()
     for secret in ("cb-SECRET-1", "ds-SECRET-2"):

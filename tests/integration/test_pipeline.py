@@ -61,7 +61,7 @@ def test_staging_failure_fails_the_job_and_calls_back_with_the_reason(
     assert status["training_end_time"]
     assert no_training_job(aws, job)
     [received] = callbacks.received
-    callback = received["body"]
+    callback = received.json
     assert (callback["status"], callback["job_name"], callback["model"], callback["log"]) == (
         "Failed",
         job,
@@ -84,7 +84,7 @@ def test_unreachable_dataset_endpoint_fails_the_job(fns, aws, factory_env, callb
     status = status_of(fns, job)
     assert status["status"] == "Failed"
     assert "could not connect" in status["failure_reason"]
-    assert callbacks.received[0]["body"]["status"] == "Failed"
+    assert callbacks.received[0].json["status"] == "Failed"
 
 
 def test_pages_cap_exceeded_fails_the_job(
@@ -167,7 +167,7 @@ def test_stop_while_staging_creates_no_training_job_and_calls_back_stopped(
     assert no_training_job(aws, job)
     assert status_of(fns, job)["status"] == "Stopped"
     [received] = callbacks.received
-    assert (received["body"]["status"], received["body"]["model"]) == ("Stopped", None)
+    assert (received.json["status"], received.json["model"]) == ("Stopped", None)
     # and a second stop is refused as the seed's API refused it
     status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
     assert status == 409
@@ -194,7 +194,7 @@ def test_stop_between_pages_aborts_the_upload(fns, aws, factory_env, callbacks, 
     assert status_of(fns, job)["status"] == "Stopped"
     listed = aws.s3.list_objects_v2(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
     assert listed.get("KeyCount", 0) == 0
-    assert [c["body"]["status"] for c in callbacks.received] == ["Stopped"]
+    assert [c.json["status"] for c in callbacks.received] == ["Stopped"]
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_failed_training_calls_back_with_the_failure_reason(
     assert status["failure_reason"].startswith("AlgorithmError")
     # moto's DescribeTrainingJob reports Completed; the callback follows SageMaker's word
     [received] = callbacks.received
-    assert received["body"]["job_name"] == job
+    assert received.json["job_name"] == job
 
 
 def test_events_for_jobs_of_no_factory_are_ignored(fns, callbacks):
@@ -272,7 +272,7 @@ def job_item(aws, factory_env, job):
 def test_failed_delivery_is_queued_with_backoff(fns, aws, factory_env, callbacks, httpserver):
     # Given a callback receiver that refuses
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    callbacks.statuses = [503]
+    callbacks.fail_with = [503]
     delayed_before = queue_counts(aws, factory_env)["delayed"]
     # When the job completes
     notify(fns, "notify_completed.json", job)
@@ -289,7 +289,7 @@ def test_a_failed_retry_is_hidden_for_its_backoff(
     fns, aws, factory_env, callbacks, httpserver, settings_override
 ):
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    callbacks.statuses = [500, 500]
+    callbacks.fail_with = [500, 500]
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
     notify(fns, "notify_completed.json", job)
     event = receive_retry(aws, factory_env)
@@ -307,7 +307,7 @@ def test_failed_delivery_is_retried_until_it_succeeds(
     # Given a callback receiver that fails three times, and no backoff (to keep the test fast)
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    callbacks.statuses = [503, 500, 502]
+    callbacks.fail_with = [503, 500, 502]
     notify(fns, "notify_completed.json", job)
     retry = fns["retry_callback"].lambda_handler
     # When SQS hands the retry message to the retry function until it succeeds
@@ -315,9 +315,9 @@ def test_failed_delivery_is_retried_until_it_succeeds(
     assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
     assert retry(receive_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
     # Then the client got the same callback four times, and the record says delivered
-    assert [c["body"]["job_name"] for c in callbacks.received] == [job] * 4
-    assert callbacks.received[0]["body"] == callbacks.received[3]["body"] | {
-        "model": callbacks.received[0]["body"]["model"]
+    assert [c.json["job_name"] for c in callbacks.received] == [job] * 4
+    assert callbacks.received[0].json == callbacks.received[3].json | {
+        "model": callbacks.received[0].json["model"]
     }
     item = job_item(aws, factory_env, job)
     assert (item["callback_state"], int(item["callback_attempts"])) == ("delivered", 4)
@@ -330,7 +330,7 @@ def test_undeliverable_callback_ends_in_the_dead_letter_queue(
     # Given a receiver that always fails
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    callbacks.statuses = [500] * 20
+    callbacks.fail_with = [500] * 20
     notify(fns, "notify_completed.json", job)
     max_attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
     # When SQS delivers the retry message as often as its redrive policy allows

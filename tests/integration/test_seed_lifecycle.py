@@ -122,8 +122,8 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     # Then exactly one callback arrives, with the client's headers and the seed's object
     assert len(callbacks.received) == 1
     received = callbacks.received[0]
-    assert received["headers"]["x-api-key"] == "callback-secret-example"
-    callback = received["body"]
+    assert received.headers["x-api-key"] == "callback-secret-example"
+    callback = received.json
     seed_fields = {
         "status",
         "TrainingEndTime",
@@ -192,7 +192,7 @@ def test_model_tar_report_is_used_when_output_tar_has_none(
         {"model.tar.gz": tar_gz(model), "output.tar.gz": tar_gz({})},
     )
     # Then the callback carries the report in the seed's shape
-    log = callbacks.received[0]["body"]["log"]
+    log = callbacks.received[0].json["log"]
     assert log["avg"] == {
         "precision": "0.99",
         "recall": "0.98",
@@ -208,7 +208,7 @@ def test_missing_report_sends_the_callback_with_a_null_log(
 ):
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     complete(fns, aws, factory_env, job, {"model.tar.gz": tar_gz({"w": b"1"})})
-    callback = callbacks.received[0]["body"]
+    callback = callbacks.received[0].json
     assert callback["status"] == "Completed"
     assert callback["log"] is None
     assert callback["model"].startswith("http")
@@ -225,5 +225,5 @@ def test_report_scan_gives_up_on_a_large_model(
     # When it completes
     complete(fns, aws, factory_env, job, {"model.tar.gz": tar_gz(model)})
     # Then the callback is still sent, without a log
-    callback = callbacks.received[0]["body"]
+    callback = callbacks.received[0].json
     assert callback["log"] is None and callback["model"]
