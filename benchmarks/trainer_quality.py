@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +39,10 @@ from common.metrics import classification_report  # noqa: E402
 from slot_tagger.model import SlotTaggerTask  # noqa: E402
 
 from aifactory_local.sample_data import (  # noqa: E402
+    DEMO_DATA,
     SEED_HYPERPARAMETERS,
-    tagging_records,
-    topic_records,
     write_training_input,
 )
-
-IMAGES: dict[str, Callable[[], list[dict[str, Any]]]] = {
-    "slot_tagger": tagging_records,
-    "topic_classifier": topic_records,
-}
 
 
 def run_once(image: str, records: list[dict[str, Any]]) -> tuple[float, dict, dict]:
@@ -105,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo data, seed hyperparameters (steps 400, batchsize 128); {cpus} CPU(s)\n")
     header = f"{'image':<18}{'scored':>14}{'weighted F1':>13}{'majority':>10}"
     print(f"{header}{'word-only':>11}{'wall time':>11}")
-    for image, make in IMAGES.items():
+    for image, make in DEMO_DATA.items():
         records = make()
         runs = [run_once(image, records) for _ in range(args.runs)]
         times = [elapsed for elapsed, _, _ in runs]

@@ -342,6 +342,13 @@ DATASETS: dict[str, tuple[Callable[..., list[dict[str, Any]]], str, str]] = {
 }
 
 
+# image tag -> the demo data it trains on
+DEMO_DATA: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "slot_tagger": tagging_records,
+    "topic_classifier": topic_records,
+}
+
+
 def dataset(name: str, n: int | None = None, seed: int = 7) -> list[dict[str, Any]]:
     """Records of a named dataset (see DATASETS), with its default size unless `n` is given."""
     try:

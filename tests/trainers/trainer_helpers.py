@@ -7,22 +7,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aifactory_local.sample_data import (
-    tagging_records,
-    topic_records,
+    DEMO_DATA,
     write_training_input,
 )
 from tests.trainers import TRAINERS
 
-IMAGES: dict[str, Callable[[], list[dict[str, Any]]]] = {
-    "slot_tagger": tagging_records,
-    "topic_classifier": topic_records,
-}
+IMAGES = DEMO_DATA
 
 
 @dataclass
