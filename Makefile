@@ -20,7 +20,8 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@# One worker per core: the suite's servers all listen on free ports.
+	$(BIN)/python -m pytest -n auto
 
 run: $(STAMP)
 	$(BIN)/aifactory-local serve

@@ -12,7 +12,8 @@ import ipaddress
 import re
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -169,6 +170,7 @@ class _GuardedAdapter(HTTPAdapter):
 class HttpResponse:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class HttpClient:
@@ -222,17 +224,22 @@ class HttpClient:
                     if len(body) > max_bytes:
                         raise EgressError(f"response is larger than {max_bytes} bytes")
                     if time.monotonic() > deadline:
-                        raise EgressError(f"response took longer than {self.total_timeout:.0f} s")
-                return HttpResponse(response.status_code, bytes(body))
+                        raise EgressError(
+                            f"response took longer than {self.total_timeout:.0f} s",
+                            transient=True,
+                        )
+                return HttpResponse(response.status_code, bytes(body), response.headers)
         except EgressError:
             raise
         except requests.exceptions.ConnectionError as exc:
             cause = _root_cause(exc)
             if isinstance(cause, EgressError):
                 raise cause from None
-            raise EgressError(f"could not connect ({type(cause).__name__})") from None
+            raise EgressError(
+                f"could not connect ({type(cause).__name__})", transient=True
+            ) from None
         except requests.exceptions.Timeout:
-            raise EgressError("timed out") from None
+            raise EgressError("timed out", transient=True) from None
         except requests.exceptions.RequestException as exc:
             raise EgressError(f"request failed ({type(exc).__name__})") from None
 

@@ -30,8 +30,14 @@ class Conflict(FactoryError):
 class EgressError(Exception):
     """A dataset or callback URL could not be reached under the egress policy.
 
-    Its message names the problem and never carries request headers.
+    Its message names the problem and never carries request headers. ``transient`` says
+    whether the same request may succeed if tried again (a refused connection, a timeout);
+    a refused address, an oversized answer or a request that cannot be built is permanent.
     """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StagingFailed(Exception):
