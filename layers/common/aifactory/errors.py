@@ -40,6 +40,13 @@ class EgressError(Exception):
         self.transient = transient
 
 
+class UnsendableRequest(EgressError):
+    """The request cannot be built at all (a header or URL that HTTP/1.1 cannot carry).
+
+    No retry can help, so whoever sent it gives up at once with this reason.
+    """
+
+
 class StagingFailed(Exception):
     """Staging cannot go on; the message becomes the job's failure_reason."""
 
