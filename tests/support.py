@@ -1,11 +1,14 @@
-"""Test support shared by the suites: events from events/, handler loading and tar-building
-for evaluation reports."""
+"""Test support shared by the suites: events from events/, handler loading, tar-building
+for evaluation reports, and capturing what the loggers really write."""
 
+import contextlib
 import copy
 import importlib.util
 import io
 import json
+import logging
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -86,3 +89,48 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+class LogCapture:
+    """What the Factory's logger really writes, each record in its own JSON format, plus what
+    any library logs at INFO and above through the root logger."""
+
+    def __init__(self) -> None:
+        self.factory = io.StringIO()
+        self.libraries = io.StringIO()
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.factory.getvalue().splitlines() if line]
+
+    @property
+    def text(self) -> str:
+        return self.factory.getvalue() + self.libraries.getvalue()
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[LogCapture]:
+    """Attach handlers on streams the caller owns: the Powertools logger's own stream is bound
+    at import, so capsys and capfd never see it. Every level the Factory can emit is kept."""
+    from aifactory.log import logger
+
+    capture = LogCapture()
+    factory_handler = logging.StreamHandler(capture.factory)
+    factory_handler.setFormatter(logger.registered_formatter)
+    library_handler = logging.StreamHandler(capture.libraries)
+    library_handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    library_handler.setLevel(logging.INFO)
+    factory_logger = logging.getLogger(logger.name)
+    root = logging.getLogger()
+    saved_levels = factory_logger.level, root.level
+    factory_logger.addHandler(factory_handler)
+    factory_logger.setLevel(logging.DEBUG)
+    root.addHandler(library_handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield capture
+    finally:
+        factory_logger.removeHandler(factory_handler)
+        root.removeHandler(library_handler)
+        factory_logger.setLevel(saved_levels[0])
+        root.setLevel(saved_levels[1])
