@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test run demo lint typecheck validate build bench clean
+.PHONY: venv test run demo lint typecheck validate build bench mutate clean
 
 venv: $(STAMP)
 
@@ -47,5 +47,26 @@ build: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_memory.py
 
+# Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI
+# allows, so it has its own environment: the development pins less the SAM CLI, plus mutmut.
+# `make mutate MODULE=callbacks` mutates one module; results are kept in mutants/ between runs.
+MUTATE_VENV := .venv-mutmut
+$(MUTATE_VENV)/.installed: requirements-dev.txt requirements-mutate.txt layers/common/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -vE '^(aws-sam-cli|aws_lambda_builders|click)==' requirements-dev.txt > $(MUTATE_VENV)/requirements-dev.txt
+	$(MUTATE_VENV)/bin/python -m pip install --quiet -r $(MUTATE_VENV)/requirements-dev.txt \
+		-r layers/common/requirements.txt -r requirements-mutate.txt
+	$(MUTATE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+mutate: $(MUTATE_VENV)/.installed
+	@mkdir -p .mutation
+	@for f in tests functions events local template.yaml pyproject.toml; do ln -sfn ../$$f .mutation/$$f; done
+	@ln -sfn ../layers/common/aifactory .mutation/aifactory
+	cd .mutation && ../$(MUTATE_VENV)/bin/mutmut run $(if $(MODULE),"aifactory.$(MODULE).*") >mutmut.log 2>&1 \
+		|| { tail -40 mutmut.log; exit 1; }
+	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE)
+
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from aifactory import runtime
@@ -34,7 +35,11 @@ def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its state per process: start from nothing even when pytest runs twice in one
+    # process (as mutation testing does).
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    yield endpoint
     server.stop()
 
 
