@@ -89,3 +89,22 @@ def test_other_owners_cannot_see_or_stop_a_job():
     with pytest.raises(NotFound):
         jobs.stop_job(rt, "owner2", name)
     assert "stop_requested" not in rt.store.get(name)
+
+
+def test_a_job_that_ends_while_being_stopped_is_a_conflict_naming_its_end():
+    # Given a job that is training when read, and has Completed when the stop is written
+    class EndsMeanwhile(FakeStore):
+        def request_stop(self, job_name):
+            self.items[job_name]["status"] = "Completed"
+            return super().request_stop(job_name)
+
+    rt = fake_runtime(store=EndsMeanwhile())
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    # When the client stops it
+    with pytest.raises(Conflict) as raised:
+        jobs.stop_job(rt, "owner1", name)
+    # Then the answer names the state it really ended in, and SageMaker was not asked
+    assert raised.value.message == (
+        "The request was rejected because the training job is in status Completed."
+    )
+    assert rt.training.stopped == []
