@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,6 +35,9 @@ MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_KEY = 256
 MAX_HYPERPARAMETER_VALUE = 2500
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+# Every number a client sends is bounded: JSON readers elsewhere keep integers exact only up
+# to 2^53 - 1, and DynamoDB numbers hold at most 38 digits.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def _settings(info: ValidationInfo) -> Settings | None:
@@ -49,15 +53,55 @@ def _check_client_url(value: str, info: ValidationInfo) -> str:
     return value
 
 
+# HTTP/1.1 (RFC 9110 5.5): a field value is visible ASCII or obs-text, with spaces and tabs
+# only between visible characters; nothing past Latin-1 (all http.client can send). Of
+# obs-text only the printable part (0xA1-0xFF) is allowed: C1 controls and NBSP count as
+# white space or controls to HTTP stacks. No line break (obs-fold), no other control.
+_VISIBLE = r"\x21-\x7e\xa1-\xff"
+_HEADER_VALUE = re.compile(rf"(?:[{_VISIBLE}](?:[ \t{_VISIBLE}]*[{_VISIBLE}])?)?")
+# Headers that frame the request or address the connection are the HTTP client's to set:
+# a client's own could corrupt the request it is sent with.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+
+
+def header_problem(name: str, value: Any) -> str | None:
+    """Why HTTP/1.1 cannot send this header, or None. Never quotes the value (a secret)."""
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        return "has a name that is not a valid HTTP header name"
+    if name.lower() in RESERVED_HEADERS:
+        return "is set by the Factory's HTTP client and may not be given"
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        return (
+            "has a value HTTP/1.1 cannot send (only visible Latin-1 characters, with spaces "
+            "or tabs between them; no control characters or line breaks)"
+        )
+    return None
+
+
 def _check_headers(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_HEADERS:
         raise ValueError(f"must hold at most {MAX_HEADERS} headers")
     for name, header_value in value.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
-        if any(c in header_value for c in "\r\n\0"):
-            # Name only: the value is a secret.
-            raise ValueError(f"header {name!r} has a line break or NUL in its value")
+        if not _HEADER_NAME.fullmatch(name):
+            # A name is no secret: shown, escaped and cut short. The value never is.
+            raise ValueError(f"header name {name[:40]!r} is not a valid HTTP header name")
+        problem = header_problem(name, header_value)
+        if problem:
+            raise ValueError(f"header {name!r} {problem}")
     if len(json.dumps(value).encode()) > MAX_HEADERS_BYTES:
         raise ValueError(f"must total at most {MAX_HEADERS_BYTES} bytes")
     return value
@@ -91,10 +135,20 @@ class CallbackUrl(_Strict):
     _headers = field_validator("headers")(_check_headers)
 
 
+def _no_bool(value: Any) -> Any:
+    """A JSON true/false is no number, though Python would count it as 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_no_bool)]
+
+
 class Pagination(_Strict):
-    begin_offset: int = Field(default=0, ge=0)
-    page_size: int = Field(default=100, ge=1, le=500)
-    max_pages: int = Field(default=0, ge=0)
+    begin_offset: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
+    page_size: Count = Field(default=100, ge=1, le=500)
+    max_pages: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
     offset_param: str = Field(default="offset", min_length=1, max_length=64)
     page_size_param: str = Field(default="page_size", min_length=1, max_length=64)
 
@@ -117,8 +171,17 @@ class DatasetEndpoint(_Strict):
 
 class Resource(_Strict):
     InstanceType: Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
-    InstanceCount: int = Field(default=1, ge=1)
-    VolumeSizeInGB: int = Field(default=5, ge=1)
+    InstanceCount: Count = Field(default=1, ge=1, le=MAX_SAFE_INTEGER)
+    VolumeSizeInGB: Count = Field(default=5, ge=1, le=MAX_SAFE_INTEGER)
+
+    @field_validator("InstanceType")
+    @classmethod
+    def _allowed_type(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is not None and value not in settings.instance_types:
+            allowed = ", ".join(sorted(settings.instance_types))
+            raise ValueError(f"must be one of the deployment's instance types ({allowed})")
+        return value
 
     _count = field_validator("InstanceCount")(_at_most("max_instance_count"))
     _volume = field_validator("VolumeSizeInGB")(_at_most("max_volume_size_gb"))
@@ -183,7 +246,7 @@ class ListJobsRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["InProgress", "Completed", "Failed", "Stopping", "Stopped"] | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Count = Field(default=100, ge=1, le=1000)
     next_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
 
 
