@@ -5,7 +5,6 @@ policy) come from Settings through pydantic's validation context.
 """
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from aifactory.egress import check_url
+from aifactory.egress import HEADER_NAME, check_url, header_problem
 from aifactory.errors import BadRequest
 from aifactory.settings import Settings
 
@@ -29,7 +28,6 @@ TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 # KMS encrypts at most 4096 bytes directly; both header maps together must fit.
 MAX_HEADERS_BYTES = 2000
 MAX_HEADERS = 50
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # SageMaker: at most 100 hyperparameters, keys up to 256 and values up to 2500 characters.
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_KEY = 256
@@ -53,50 +51,11 @@ def _check_client_url(value: str, info: ValidationInfo) -> str:
     return value
 
 
-# HTTP/1.1 (RFC 9110 5.5): a field value is visible ASCII or obs-text, with spaces and tabs
-# only between visible characters; nothing past Latin-1 (all http.client can send). Of
-# obs-text only the printable part (0xA1-0xFF) is allowed: C1 controls and NBSP count as
-# white space or controls to HTTP stacks. No line break (obs-fold), no other control.
-_VISIBLE = r"\x21-\x7e\xa1-\xff"
-_HEADER_VALUE = re.compile(rf"(?:[{_VISIBLE}](?:[ \t{_VISIBLE}]*[{_VISIBLE}])?)?")
-# Headers that frame the request or address the connection are the HTTP client's to set:
-# a client's own could corrupt the request it is sent with.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "proxy-authorization",
-        "proxy-connection",
-    }
-)
-
-
-def header_problem(name: str, value: Any) -> str | None:
-    """Why HTTP/1.1 cannot send this header, or None. Never quotes the value (a secret)."""
-    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-        return "has a name that is not a valid HTTP header name"
-    if name.lower() in RESERVED_HEADERS:
-        return "is set by the Factory's HTTP client and may not be given"
-    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
-        return (
-            "has a value HTTP/1.1 cannot send (only visible Latin-1 characters, with spaces "
-            "or tabs between them; no control characters or line breaks)"
-        )
-    return None
-
-
 def _check_headers(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_HEADERS:
         raise ValueError(f"must hold at most {MAX_HEADERS} headers")
     for name, header_value in value.items():
-        if not _HEADER_NAME.fullmatch(name):
+        if not HEADER_NAME.fullmatch(name):
             # A name is no secret: shown, escaped and cut short. The value never is.
             raise ValueError(f"header name {name[:40]!r} is not a valid HTTP header name")
         problem = header_problem(name, header_value)
