@@ -295,3 +295,82 @@ def test_dataset_and_callback_connections_never_reach_a_refused_address(
     finally:
         data.close()
         hooks.close()
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:
+    """A certificate for `name` only (and its key), as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
+    dns, monkeypatch, tmp_path
+):
+    import ssl
+
+    # Given a TLS server on a vetted address whose certificate names hooks.example.com only
+    cert, key = _self_signed(tmp_path, "hooks.example.com")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    real_allowed = egress.address_allowed
+    monkeypatch.setattr(
+        egress,
+        "address_allowed",
+        lambda a: a == ipaddress.ip_address("127.0.0.1") or real_allowed(a),
+    )
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    dns["other.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False)
+    try:
+        # When the name the certificate carries is fetched over the vetted address
+        response = client.request(
+            "GET", f"https://hooks.example.com:{port}/", max_bytes=100, verify=cert
+        )
+        # Then SNI and Host carry the name, and the certificate was accepted for it
+        assert response.status == 200
+        assert response.body == f"hooks.example.com:{port}".encode()
+        assert server_names[-1] == "hooks.example.com"
+        # and another name on the same address fails the certificate check
+        with pytest.raises(EgressError):
+            client.request("GET", f"https://other.example.com:{port}/", max_bytes=100, verify=cert)
+        assert server_names[-1] == "other.example.com"
+    finally:
+        server.shutdown()
+        server.server_close()
