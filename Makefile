@@ -4,10 +4,13 @@ PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov and pip-audit live in their own environment: their dependencies clash with the pins.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test run demo lint typecheck validate build bench mutate clean
+.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools
 
 venv: $(STAMP)
 
@@ -17,6 +20,14 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r layers/common/requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	@touch $@
 
 test: $(STAMP)
@@ -37,9 +48,19 @@ lint: $(STAMP)
 	@# Every function's entry point is named app.py: check them one at a time.
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-validate: $(STAMP)
+validate: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --region us-east-1
+	@# checkov reads the template as CloudFormation receives it, after the SAM transform;
+	@# offline (no policy download, no guideline mapping). Suppressions carry their reasons.
+	$(BIN)/python -m tests.template.cfn .aws-sam/checkov/template.json
+	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov --file .aws-sam/checkov/template.json \
+		--framework cloudformation --skip-download --compact --quiet
+
+# Known vulnerabilities in the pinned requirements; exits 2 (never "clean") when the
+# vulnerability database could not be reached.
+audit: $(TOOLS_STAMP)
+	$(TOOLS)/bin/python tools/audit.py layers/common/requirements.txt requirements-dev.txt
 
 build: $(STAMP)
 	$(BIN)/sam build
@@ -49,7 +70,7 @@ bench: $(STAMP)
 
 # Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI
 # allows, so it has its own environment: the development pins less the SAM CLI, plus mutmut.
-# `make mutate MODULE=callbacks` mutates one module; results are kept in mutants/ between runs.
+# `make mutate MODULE=callbacks` mutates one module; results are kept in .mutation/ between runs.
 MUTATE_VENV := .venv-mutmut
 $(MUTATE_VENV)/.installed: requirements-dev.txt requirements-mutate.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(MUTATE_VENV)
@@ -69,4 +90,4 @@ mutate: $(MUTATE_VENV)/.installed
 	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE)
 
 clean:
-	rm -rf $(VENV) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
+	rm -rf $(VENV) $(TOOLS) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation

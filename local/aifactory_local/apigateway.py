@@ -79,6 +79,14 @@ class ApiGateway:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _any
 
+            def __getattr__(self, name: str) -> Any:
+                # TRACE, CONNECT and any other method: answered by the gateway in JSON (403
+                # Missing Authentication Token, as for any undefined method), not with
+                # http.server's HTML 501.
+                if name.startswith("do_"):
+                    return self._any
+                raise AttributeError(name)
+
         self.server = BackgroundServer(Handler, host, port)
 
     @property

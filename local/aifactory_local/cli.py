@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="run other images for real with `docker run IMAGE train` (needs an engine)",
         )
+        sub.add_argument(
+            "--allowed-image-prefix",
+            action="append",
+            type=_image_prefix,
+            default=[],
+            metavar="PREFIX",
+            help="refuse training images that start with none of these prefixes, as the "
+            "deployed stack's AllowedImagePrefixes does. Repeatable (default: any image)",
+        )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
     serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
@@ -100,11 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _image_prefix(value: str) -> str:
+    prefix = value.strip()
+    if not prefix or "," in prefix or "*" in prefix:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a prefix is a non-empty registry/repository start without ',' or '*'"
+        )
+    return prefix
+
+
 def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
     return LocalFactory(
         state_dir=args.state_dir,
         trainers=dict(args.trainer),
         docker=args.docker,
+        allowed_image_prefixes=args.allowed_image_prefix,
         **kwargs,
     )
 

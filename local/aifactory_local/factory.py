@@ -73,6 +73,7 @@ class LocalFactory:
         callback_retry_base_seconds: int = 2,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         log_level: str = "INFO",
+        allowed_image_prefixes: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -84,6 +85,7 @@ class LocalFactory:
         self.callback_retry_base_seconds = callback_retry_base_seconds
         self.stop_grace_seconds = stop_grace_seconds
         self.log_level = log_level
+        self.allowed_image_prefixes = tuple(allowed_image_prefixes)
         self.env: dict[str, str] = {}
         self.functions: dict[str, LocalFunction] = {}
         self.moto: ThreadedMotoServer | None = None
@@ -287,9 +289,10 @@ class LocalFactory:
         env.update(provisioned)
         env.update(
             {
-                # Any image (no execution role to protect locally), quick retries, and
-                # dataset and callback URLs on this machine unless --strict-egress.
-                "ALLOWED_IMAGE_PREFIXES": "*",
+                # Any image (no execution role to protect locally) unless
+                # --allowed-image-prefix, quick retries, and dataset and callback URLs on this
+                # machine unless --strict-egress.
+                "ALLOWED_IMAGE_PREFIXES": ",".join(self.allowed_image_prefixes) or "*",
                 "CALLBACK_RETRY_BASE_SECONDS": str(self.callback_retry_base_seconds),
                 "ALLOW_PRIVATE_URLS": "false" if self.strict_egress else "true",
                 "AWS_DEFAULT_REGION": provisioning.REGION,

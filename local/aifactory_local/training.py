@@ -116,10 +116,13 @@ class TrainerResolver:
             if image == pattern or fnmatch.fnmatchcase(image, pattern):
                 return [*argv, "train"]
         if self.docker:
+            if image.startswith("-") or not image.strip():
+                # `docker run` would read it as one of its own options.
+                raise ValueError(f"ClientError: {image!r} is not an image name")
             return [
                 "docker", "run", "--rm", "--name", job_name,
                 "-v", f"{root}:/opt/ml", "-e", f"TRAINING_JOB_NAME={job_name}",
-                image, "train",
+                "--", image, "train",
             ]  # fmt: skip
         tag = self.image_tag(image)
         if tag and _TAG.match(tag):
@@ -367,7 +370,10 @@ class JobRunner:
         job = self.job
         try:
             self.advance("Starting")
-            command = self.resolver.command(job.image, job.name, job.root)
+            try:
+                command = self.resolver.command(job.image, job.name, job.root)
+            except ValueError as exc:
+                raise JobFailed(str(exc)) from None
             if command is None:
                 raise JobFailed(
                     f"ClientError: no trainer for image {job.image} on this machine; map one with "

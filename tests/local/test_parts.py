@@ -1,13 +1,19 @@
 """The local runtime's parts on their own: event shapes and rules it must get exactly right."""
 
+import http.client
+import json
 import sys
+from urllib.parse import urlsplit
 
 import pytest
 
-from aifactory_local.apigateway import _proxy_response, api_key_id
+from aifactory_local.apigateway import ApiGateway, _proxy_response, api_key_id
+from aifactory_local.cli import build_parser
 from aifactory_local.events import check_pattern, matches
+from aifactory_local.factory import LocalFactory
 from aifactory_local.lambdas import function_specs
 from aifactory_local.pollers import lambda_sqs_record
+from aifactory_local.template import load_template
 from aifactory_local.training import TRAINERS_DIR, TrainerResolver
 
 RULE = {
@@ -134,3 +140,57 @@ def test_images_map_to_trainers_by_mapping_then_by_tag() -> None:
     )
     with pytest.raises(ValueError):
         TrainerResolver.parse("no-command")
+
+
+@pytest.mark.parametrize("image", ["-v/:/host", "--privileged", "-", "--rm=false", " "])
+def test_docker_refuses_an_image_that_docker_run_would_read_as_an_option(image: str) -> None:
+    resolver = TrainerResolver(None)
+    resolver.docker = True  # without checking for an engine: the command is only built
+    with pytest.raises(ValueError, match="is not an image name"):
+        resolver.command(image, "job", TRAINERS_DIR)
+
+
+def test_docker_puts_the_image_after_the_end_of_options() -> None:
+    resolver = TrainerResolver(None)
+    resolver.docker = True
+    argv = resolver.command("registry.example/x:tag", "job", TRAINERS_DIR)
+    assert argv is not None
+    assert argv[argv.index("--") + 1 :] == ["registry.example/x:tag", "train"]
+    assert argv.index("--") > argv.index("-e")
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "FOO", "TRACK"])
+def test_undefined_methods_get_api_gateways_json_answer(method: str) -> None:
+    # Given the emulated API
+    gateway = ApiGateway({}, [], port=0)
+    gateway.start()
+    try:
+        host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
+        connection = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=10)
+        # When a method no route defines is sent
+        connection.request(method, "/prod/create_training_job")
+        response = connection.getresponse()
+        # Then it is answered as API Gateway does, in JSON, not with an HTML 501
+        assert response.status == 403
+        assert response.getheader("Content-Type") == "application/json"
+        assert json.loads(response.read()) == {"message": "Missing Authentication Token"}
+        connection.close()
+    finally:
+        gateway.stop()
+
+
+def test_allowed_image_prefix_is_repeatable_and_reaches_the_functions() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--allowed-image-prefix", "a.example/", "--allowed-image-prefix", "b.example/"]
+    )
+    assert args.allowed_image_prefix == ["a.example/", "b.example/"]
+    factory = LocalFactory(allowed_image_prefixes=args.allowed_image_prefix)
+    env = factory._function_env(load_template(), {})
+    assert env["ALLOWED_IMAGE_PREFIXES"] == "a.example/,b.example/"
+    assert LocalFactory()._function_env(load_template(), {})["ALLOWED_IMAGE_PREFIXES"] == "*"
+
+
+@pytest.mark.parametrize("prefix", ["", "a,b", "*"])
+def test_allowed_image_prefix_refuses_lists_and_wildcards(prefix: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--allowed-image-prefix", prefix])

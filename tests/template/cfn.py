@@ -215,3 +215,30 @@ def build_env(app_dir: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def for_checkov(sam_template: Mapping[str, Any]) -> dict[str, Any]:
+    """The transformed stack for checkov, with each SAM resource's checkov suppressions.
+
+    SAM copies a function's Metadata to its Lambda function, but not an API's to the stage
+    it generates; every resource generated from a SAM resource (its logical id starts with
+    that resource's) gets the suppressions written on it, with their reasons.
+    """
+    transformed = transform(sam_template)
+    for sam_id, sam_resource in sam_template["Resources"].items():
+        checkov = (sam_resource.get("Metadata") or {}).get("checkov")
+        if not checkov or not sam_resource["Type"].startswith("AWS::Serverless::"):
+            continue
+        for logical_id, resource in transformed["Resources"].items():
+            if logical_id.startswith(sam_id):
+                resource.setdefault("Metadata", {}).setdefault("checkov", checkov)
+    return transformed
+
+
+if __name__ == "__main__":
+    # python -m tests.template.cfn OUT.json: what `make validate` hands to checkov.
+    import sys
+
+    out = Path(sys.argv[1])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(for_checkov(load_sam_template()), indent=1, default=str))

@@ -36,6 +36,8 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "CreateFn": {
         "dynamodb:PutItem": {TABLE},
         "dynamodb:DeleteItem": {TABLE},
+        # Counting the caller's active jobs reads the sparse index only.
+        "dynamodb:Query": {"${JobsTable.Arn}/index/owner-active-index"},
         "sqs:SendMessage": {"${StageQueue.Arn}"},
         "kms:Encrypt": {KEY},
         "kms:GenerateDataKey": {KEY},

@@ -350,6 +350,7 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": "job_name", "KeyType": "HASH"}]
     assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+        {"AttributeName": "active_owner", "AttributeType": "S"},
         {"AttributeName": "created_at", "AttributeType": "S"},
         {"AttributeName": "job_name", "AttributeType": "S"},
         {"AttributeName": "owner", "AttributeType": "S"},
@@ -362,7 +363,13 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
                 {"AttributeName": "created_at", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "ALL"},
-        }
+        },
+        # Sparse: only active jobs carry active_owner (MaxActiveJobsPerOwner counts them).
+        {
+            "IndexName": "owner-active-index",
+            "KeySchema": [{"AttributeName": "active_owner", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        },
     ]
     assert table["SSESpecification"] == {
         "SSEEnabled": True,

@@ -32,6 +32,9 @@ class FakeStore:
     def get(self, job_name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.items.get(job_name))
 
+    def count_active(self, owner: str, *, at_least: int) -> int:
+        return sum(1 for item in self.items.values() if item.get("active_owner") == owner)
+
     def request_stop(self, job_name: str) -> dict[str, Any] | None:
         item = self.items.get(job_name)
         if not item or item["status"] not in ("InProgress", "Stopping"):

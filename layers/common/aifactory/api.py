@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+import math
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -53,13 +54,41 @@ def make_resolver() -> APIGatewayRestResolver:
     return app
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _loads(data: bytes | str) -> Any:
+    """Strict JSON: no NaN/Infinity, and every string encodable as UTF-8.
+
+    `json.loads` raises more than JSONDecodeError: ValueError for an integer longer than
+    Python's digit limit, RecursionError for deep nesting. Each becomes a ValueError here,
+    as does a lone surrogate escape ("\\ud800"), which nothing downstream could store.
+    """
+    try:
+        parsed = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeError as exc:  # undecodable bytes or a lone surrogate
+        raise ValueError("not UTF-8") from exc
+    return parsed
+
+
 def _form_value(value: str) -> Any:
     """Form fields carry nested objects as JSON strings."""
     stripped = value.strip()
     if stripped[:1] in ("{", "["):
         try:
-            return json.loads(stripped)
-        except json.JSONDecodeError:
+            return _loads(stripped)
+        except ValueError:
             return value
     return value
 
@@ -82,8 +111,8 @@ def parse_body(event: dict[str, Any]) -> dict[str, Any]:
     if not data.strip():
         return {}
     try:
-        parsed = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        parsed = _loads(data)
+    except ValueError:
         parsed = _parse_form(data, _content_type(event))
     if not isinstance(parsed, dict):
         raise BadRequest("body: must be a JSON object")

@@ -2,10 +2,12 @@
 
 Dataset and callback URLs are fetched server-side, so by default the Factory refuses any
 address that is not publicly routable. The URL string is checked when a job is created (a
-literal address in any spelling, or a localhost name), and the address each connection
-actually reaches is checked again when it is made, so DNS cannot smuggle a private address
-past the first check. Redirects are never followed, and every response is bounded in size
-and time. ``allow_private`` relaxes the address rules for local development only.
+literal address in any spelling, or a localhost name). When a connection is made, the name
+is resolved once, every address it resolves to is checked, and the socket is opened only to
+a checked address: no packet ever goes to a refused one, so DNS cannot smuggle a private
+address past the first check, and a refusal reads the same whether or not anything listens
+there. Redirects are never followed, and every response is bounded in size and time.
+``allow_private`` relaxes the address rules for local development only.
 """
 
 import ipaddress
@@ -21,8 +23,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    LocationParseError,
+    NameResolutionError,
+    NewConnectionError,
+)
+from urllib3.util import connection
 
-from aifactory.errors import EgressError
+from aifactory.errors import EgressError, UnsendableRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -30,6 +39,47 @@ MAX_URL_LENGTH = 2048
 _NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 # 64:ff9b::/96 (NAT64) embeds an IPv4 address in its last 32 bits.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+# A header name is an RFC 9110 token.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# HTTP/1.1 (RFC 9110 5.5): a field value is visible ASCII or obs-text, with spaces and tabs
+# only between visible characters; nothing past Latin-1 (all http.client can send). Of
+# obs-text only the printable part (0xA1-0xFF) is allowed: C1 controls and NBSP count as
+# white space or controls to HTTP stacks. No line break (obs-fold), no other control.
+_VISIBLE = r"\x21-\x7e\xa1-\xff"
+_HEADER_VALUE = re.compile(rf"(?:[{_VISIBLE}](?:[ \t{_VISIBLE}]*[{_VISIBLE}])?)?")
+# Headers that frame the request or address the connection are the HTTP client's to set:
+# a client's own could corrupt the request it is sent with.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+
+
+def header_problem(name: Any, value: Any) -> str | None:
+    """Why HTTP/1.1 cannot send this header, or None. Never quotes the value (a secret)."""
+    if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+        return "has a name that is not a valid HTTP header name"
+    if name.lower() in RESERVED_HEADERS:
+        return "is set by the Factory's HTTP client and may not be given"
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        return (
+            "has a value HTTP/1.1 cannot send (only visible Latin-1 characters, with spaces "
+            "or tabs between them; no control characters or line breaks)"
+        )
+    return None
 
 
 def address_allowed(address: IPAddress) -> bool:
@@ -125,26 +175,67 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
-def _check_peer(sock: socket.socket) -> None:
-    peer = sock.getpeername()[0]
-    address = ipaddress.ip_address(peer.split("%", 1)[0])
-    if not address_allowed(address):
-        sock.close()
-        raise EgressError(f"refused to connect to non-public address {address}")
+def vetted_addresses(host: str, port: int) -> list[str]:
+    """Resolve `host` and return its addresses, if every one of them is public.
+
+    One non-public answer refuses the name outright: a resolver that mixes a private address
+    into a public answer is steering connections, whichever one would have been tried first.
+    Raises EgressError (permanent) naming the refused address; nothing has been sent yet.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except UnicodeError:
+        raise UnsendableRequest("URL has a host name that cannot be encoded") from None
+    addresses: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        text = str(sockaddr[0])
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if not address_allowed(address):
+            raise EgressError(f"refused to connect to non-public address {address}")
+        if text not in addresses:
+            addresses.append(text)
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+    return addresses
+
+
+def _connect_vetted(conn: HTTPConnection) -> socket.socket:
+    """HTTPConnection._new_conn, connecting only to addresses vetted before any packet.
+
+    The socket goes to the literal address; http.client still sends `Host: <name>` and
+    HTTPSConnection still verifies the certificate and sends SNI for the original name
+    (`conn.host`), as only the socket is made here.
+    """
+    try:
+        addresses = vetted_addresses(conn._dns_host, conn.port)  # type: ignore[arg-type]
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return connection.create_connection(
+                (address, conn.port),  # type: ignore[arg-type]
+                conn.timeout,
+                source_address=conn.source_address,
+                socket_options=conn.socket_options,
+            )
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+            ) from exc
+        except OSError as exc:
+            last = exc
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {last}") from last
 
 
 class _GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_peer(sock)
-        return sock
+        return _connect_vetted(self)
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _check_peer(sock)
-        return sock
+        return _connect_vetted(self)
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
@@ -156,7 +247,7 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
 
 
 class _GuardedAdapter(HTTPAdapter):
-    """An adapter whose connections check the peer address they actually reached."""
+    """An adapter whose connections go only to addresses vetted before connecting."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -183,16 +274,17 @@ class HttpClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         total_timeout: float = 120.0,
+        pool_maxsize: int = 10,
     ) -> None:
         self.allow_private = allow_private
         self.timeout = (connect_timeout, read_timeout)
         self.total_timeout = total_timeout
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc from the environment
-        if not allow_private:
-            adapter = _GuardedAdapter()
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
+        adapter_class = HTTPAdapter if allow_private else _GuardedAdapter
+        adapter = adapter_class(pool_maxsize=pool_maxsize)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
 
     def request(
         self,
@@ -207,6 +299,10 @@ class HttpClient:
         problem = check_url(url, allow_private=self.allow_private)
         if problem:
             raise EgressError(f"URL {problem}")
+        # http.client lets NUL, other controls and spaces in names through onto the wire.
+        for name, value in (headers or {}).items():
+            if header_problem(name, value):
+                raise UnsendableRequest("request cannot be sent as HTTP/1.1 (a header is invalid)")
         deadline = time.monotonic() + self.total_timeout
         try:
             with self._session.request(
@@ -231,6 +327,12 @@ class HttpClient:
                 return HttpResponse(response.status_code, bytes(body), response.headers)
         except EgressError:
             raise
+        except _UNSENDABLE as exc:
+            # Building the request failed (a header or URL HTTP/1.1 cannot carry). The
+            # exception's own text may quote a header value, so only its type is kept.
+            raise UnsendableRequest(
+                f"request cannot be sent as HTTP/1.1 ({type(exc).__name__})"
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             cause = _root_cause(exc)
             if isinstance(cause, EgressError):
@@ -242,6 +344,20 @@ class HttpClient:
             raise EgressError("timed out", transient=True) from None
         except requests.exceptions.RequestException as exc:
             raise EgressError(f"request failed ({type(exc).__name__})") from None
+
+
+# Errors raised while a request is being built, before anything is sent: InvalidHeader and
+# InvalidURL (requests), LocationParseError (urllib3), UnicodeEncodeError and ValueError
+# (http.client refusing a header or URL). A retry builds the same request again.
+_UNSENDABLE = (
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    LocationParseError,
+    UnicodeError,
+    ValueError,
+)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

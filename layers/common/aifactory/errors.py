@@ -27,6 +27,12 @@ class Conflict(FactoryError):
     status_code = 409
 
 
+class TooManyRequests(FactoryError):
+    """The caller already uses as much of the Factory as one client may (429)."""
+
+    status_code = 429
+
+
 class EgressError(Exception):
     """A dataset or callback URL could not be reached under the egress policy.
 

@@ -6,10 +6,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from aifactory import aws, timefmt
-from aifactory.errors import Conflict, NotFound
+from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
 from aifactory.runtime import Runtime
+from aifactory.store import ACTIVE_ATTRIBUTE
 
 JOB_NAME_PREFIX = "sage-maker-train-"
 
@@ -22,6 +23,13 @@ def new_job_name() -> str:
 
 def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> dict[str, str]:
     """Record the job and queue its staging; the dataset is never fetched on the API path."""
+    limit = rt.settings.max_active_jobs_per_owner
+    active = rt.store.count_active(owner, at_least=limit)
+    if active >= limit:
+        raise TooManyRequests(
+            f"You have {active} active training jobs (staging or training), the most one "
+            f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
+        )
     job_name = new_job_name()
     sealed = rt.secrets.seal(
         job_name,
@@ -44,6 +52,8 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
             exclude={"callback_url": {"headers"}, "dataset_endpoint": {"headers"}},
         ),
         "secrets": sealed,
+        # Present while the job is active: it counts against the owner's limit until it ends.
+        ACTIVE_ATTRIBUTE: owner,
     }
     rt.store.create(item)
     try:

@@ -5,11 +5,11 @@ policy) come from Settings through pydantic's validation context.
 """
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from aifactory.egress import check_url
+from aifactory.egress import HEADER_NAME, check_url, header_problem
 from aifactory.errors import BadRequest
 from aifactory.settings import Settings
 
@@ -28,12 +28,14 @@ TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 # KMS encrypts at most 4096 bytes directly; both header maps together must fit.
 MAX_HEADERS_BYTES = 2000
 MAX_HEADERS = 50
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # SageMaker: at most 100 hyperparameters, keys up to 256 and values up to 2500 characters.
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_KEY = 256
 MAX_HYPERPARAMETER_VALUE = 2500
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+# Every number a client sends is bounded: JSON readers elsewhere keep integers exact only up
+# to 2^53 - 1, and DynamoDB numbers hold at most 38 digits.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def _settings(info: ValidationInfo) -> Settings | None:
@@ -53,11 +55,12 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_HEADERS:
         raise ValueError(f"must hold at most {MAX_HEADERS} headers")
     for name, header_value in value.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
-        if any(c in header_value for c in "\r\n\0"):
-            # Name only: the value is a secret.
-            raise ValueError(f"header {name!r} has a line break or NUL in its value")
+        if not HEADER_NAME.fullmatch(name):
+            # A name is no secret: shown, escaped and cut short. The value never is.
+            raise ValueError(f"header name {name[:40]!r} is not a valid HTTP header name")
+        problem = header_problem(name, header_value)
+        if problem:
+            raise ValueError(f"header {name!r} {problem}")
     if len(json.dumps(value).encode()) > MAX_HEADERS_BYTES:
         raise ValueError(f"must total at most {MAX_HEADERS_BYTES} bytes")
     return value
@@ -91,10 +94,20 @@ class CallbackUrl(_Strict):
     _headers = field_validator("headers")(_check_headers)
 
 
+def _no_bool(value: Any) -> Any:
+    """A JSON true/false is no number, though Python would count it as 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_no_bool)]
+
+
 class Pagination(_Strict):
-    begin_offset: int = Field(default=0, ge=0)
-    page_size: int = Field(default=100, ge=1, le=500)
-    max_pages: int = Field(default=0, ge=0)
+    begin_offset: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
+    page_size: Count = Field(default=100, ge=1, le=500)
+    max_pages: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
     offset_param: str = Field(default="offset", min_length=1, max_length=64)
     page_size_param: str = Field(default="page_size", min_length=1, max_length=64)
 
@@ -117,8 +130,17 @@ class DatasetEndpoint(_Strict):
 
 class Resource(_Strict):
     InstanceType: Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
-    InstanceCount: int = Field(default=1, ge=1)
-    VolumeSizeInGB: int = Field(default=5, ge=1)
+    InstanceCount: Count = Field(default=1, ge=1, le=MAX_SAFE_INTEGER)
+    VolumeSizeInGB: Count = Field(default=5, ge=1, le=MAX_SAFE_INTEGER)
+
+    @field_validator("InstanceType")
+    @classmethod
+    def _allowed_type(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is not None and value not in settings.instance_types:
+            allowed = ", ".join(sorted(settings.instance_types))
+            raise ValueError(f"must be one of the deployment's instance types ({allowed})")
+        return value
 
     _count = field_validator("InstanceCount")(_at_most("max_instance_count"))
     _volume = field_validator("VolumeSizeInGB")(_at_most("max_volume_size_gb"))
@@ -183,7 +205,7 @@ class ListJobsRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["InProgress", "Completed", "Failed", "Stopping", "Stopped"] | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Count = Field(default=100, ge=1, le=1000)
     next_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
 
 

@@ -6,6 +6,13 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# CPU and GPU training instances a client may ask for unless the deployment says otherwise.
+DEFAULT_INSTANCE_TYPES = (
+    "ml.m4.xlarge,ml.m4.2xlarge,ml.m4.4xlarge,ml.m5.large,ml.m5.xlarge,ml.m5.2xlarge,"
+    "ml.m5.4xlarge,ml.c5.xlarge,ml.c5.2xlarge,ml.c5.4xlarge,ml.g4dn.xlarge,ml.g4dn.2xlarge,"
+    "ml.g5.xlarge,ml.g5.2xlarge,ml.p3.2xlarge"
+)
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
@@ -32,6 +39,15 @@ class Settings(BaseModel):
     report_scan_max_bytes: int = Field(alias="REPORT_SCAN_MAX_BYTES", default=64 * 1024 * 1024)
     http_connect_timeout: float = Field(alias="HTTP_CONNECT_TIMEOUT", default=5.0, gt=0)
     http_read_timeout: float = Field(alias="HTTP_READ_TIMEOUT", default=30.0, gt=0)
+    # Usage bounds per client: jobs staging or training at once, and the instance types allowed.
+    max_active_jobs_per_owner: int = Field(alias="MAX_ACTIVE_JOBS_PER_OWNER", default=10, ge=1)
+    allowed_instance_types: str = Field(
+        alias="ALLOWED_INSTANCE_TYPES", default=DEFAULT_INSTANCE_TYPES, min_length=1
+    )
+
+    @property
+    def instance_types(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.allowed_instance_types.split(",") if t.strip())
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError, ParamValidationError
 
@@ -15,6 +15,10 @@ from aifactory.errors import BadRequest
 from aifactory.models import TERMINAL_STATUSES
 
 OWNER_INDEX = "owner-created_at-index"
+# A sparse index: a job carries `active_owner` (its owner) only while it is staging or
+# training, so counting an owner's active jobs reads just those, never the owner's history.
+ACTIVE_INDEX = "owner-active-index"
+ACTIVE_ATTRIBUTE = "active_owner"
 _deserializer = TypeDeserializer()
 
 
@@ -79,6 +83,27 @@ class JobStore:
             for item in result.get("Items", [])
         ]
         return items, result.get("NextToken")
+
+    def count_active(self, owner: str, *, at_least: int) -> int:
+        """How many of the owner's jobs are active, counted up to `at_least` and then stopped.
+
+        The index is eventually consistent and the count is not a lock: creates racing each
+        other may each see the same count, so the bound holds to within the burst of
+        concurrent creates the usage plan allows.
+        """
+        params: dict[str, Any] = {
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": Key(ACTIVE_ATTRIBUTE).eq(owner),
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            page = self.table.query(**params)
+            count += int(page.get("Count", 0))
+            start = page.get("LastEvaluatedKey")
+            if count >= at_least or not start:
+                return count
+            params["ExclusiveStartKey"] = start
 
     # -- writes ----------------------------------------------------------------------------
     def create(self, item: dict[str, Any]) -> None:
@@ -149,7 +174,12 @@ class JobStore:
         }
         if reason:
             sets["failure_reason"] = reason
-        return self._update(job_name, sets, ~Attr("status").is_in(list(TERMINAL_STATUSES)))
+        return self._update(
+            job_name,
+            sets,
+            ~Attr("status").is_in(list(TERMINAL_STATUSES)),
+            removes=(ACTIVE_ATTRIBUTE,),
+        )
 
     def apply_event(
         self, job_name: str, event_millis: int, fields: dict[str, Any], *, terminal: bool
@@ -166,7 +196,13 @@ class JobStore:
         condition = (Attr("last_event_time").not_exists() | newer) & ~Attr("status").is_in(
             list(TERMINAL_STATUSES)
         )
-        return self._update(job_name, {**fields, "last_event_time": event_millis}, condition)
+        return self._update(
+            job_name,
+            {**fields, "last_event_time": event_millis},
+            condition,
+            # A job that has ended no longer counts against its owner's active jobs.
+            removes=(ACTIVE_ATTRIBUTE,) if terminal else (),
+        )
 
     def claim_callback(self, job_name: str, now_iso: str, stale_before_iso: str) -> bool:
         """Take the one right to send a job's callback.

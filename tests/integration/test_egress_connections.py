@@ -1,0 +1,376 @@
+"""Connections under the egress policy: every resolved address is vetted before any packet,
+and a request HTTP/1.1 cannot carry fails as permanent, without quoting its headers."""
+
+import http.server
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from aifactory import egress
+from aifactory.egress import HttpClient
+from aifactory.errors import EgressError, UnsendableRequest
+from tests.integration.flow import call, seed_request, stage_pending
+
+PUBLIC = "93.184.215.14"
+SECRET = "hunter2-SECRET"
+
+
+class Listener:
+    """A listening TCP socket whose backlog shows whether anyone connected."""
+
+    def __init__(self, host: str) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def accepted_nothing(self) -> bool:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return True
+        conn.close()
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    sock = Listener("127.0.0.1")
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Names under .example resolve to the addresses the test gives them."""
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(host, str) and host in answers:
+            infos = []
+            for address in answers[host]:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                sockaddr = (address, port, 0, 0) if ":" in address else (address, port)
+                infos.append((family, socket.SOCK_STREAM, 6, "", sockaddr))
+            return infos
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(["127.0.0.1"], id="loopback"),
+        pytest.param(["::ffff:127.0.0.1"], id="ipv4-mapped-loopback"),
+        pytest.param([PUBLIC, "127.0.0.1"], id="public-then-loopback"),
+        pytest.param(["127.0.0.1", PUBLIC], id="loopback-then-public"),
+        pytest.param(["2606:4700::1111", "127.0.0.1"], id="public-v6-then-loopback"),
+        pytest.param(["::ffff:7f00:1", PUBLIC], id="mapped-hex-then-public"),
+    ],
+)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_name_resolving_to_a_refused_address_gets_no_packet(dns, listener, answer, scheme):
+    # Given a public-looking name whose DNS answer includes loopback, where something listens
+    dns["data.example.com"] = answer
+    client = HttpClient(allow_private=False, connect_timeout=2)
+    # When the strict client is asked to fetch from it
+    with pytest.raises(EgressError) as refused:
+        client.request("POST", f"{scheme}://data.example.com:{listener.port}/x", max_bytes=100)
+    # Then it is refused as permanent, and the listener never saw a connection
+    assert not refused.value.transient
+    assert str(refused.value).startswith("refused to connect to non-public address")
+    assert listener.accepted_nothing()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/",
+        "http://2130706433:{port}/",
+        "http://0177.0.0.1:{port}/",
+        "http://0x7f.1:{port}/",
+        "http://127.1:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://localhost:{port}/",
+        "http://LOCALHOST.:{port}/",
+    ],
+)
+def test_literal_refused_addresses_in_any_spelling_get_no_packet(listener, url):
+    client = HttpClient(allow_private=False, connect_timeout=2)
+    with pytest.raises(EgressError) as refused:
+        client.request("GET", url.format(port=listener.port), max_bytes=100)
+    assert not refused.value.transient
+    assert listener.accepted_nothing()
+
+
+def test_refusal_reads_the_same_whether_or_not_something_listens(dns, listener):
+    # Given two names for loopback: one port with a listener, one port with none
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    dns["open.example.com"] = ["127.0.0.1"]
+    dns["closed.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False, connect_timeout=2)
+    reasons = []
+    for url in (
+        f"http://open.example.com:{listener.port}/",
+        f"http://closed.example.com:{closed_port}/",
+    ):
+        with pytest.raises(EgressError) as refused:
+            client.request("GET", url, max_bytes=100)
+        reasons.append((type(refused.value), str(refused.value), refused.value.transient))
+    # Then both failures are the same, revealing nothing about the ports
+    assert reasons[0] == reasons[1]
+    assert listener.accepted_nothing()
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = (self.headers.get("Host") or "").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_vetted_address_is_connected_to_with_the_original_host_name(
+    dns, echo_server, monkeypatch
+):
+    # Given a name whose every address is allowed (loopback counted as public for this test)
+    real_allowed = egress.address_allowed
+    monkeypatch.setattr(
+        egress,
+        "address_allowed",
+        lambda a: a == ipaddress.ip_address("127.0.0.1") or real_allowed(a),
+    )
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False)
+    # When it is fetched
+    response = client.request("GET", f"http://hooks.example.com:{echo_server}/", max_bytes=100)
+    # Then the connection went to the vetted address and Host still names the server
+    assert response.status == 200
+    assert response.body == f"hooks.example.com:{echo_server}".encode()
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_pool_size_is_passed_to_every_mounted_adapter(allow_private):
+    client = HttpClient(allow_private=allow_private, pool_maxsize=17)
+    for prefix in ("http://", "https://"):
+        adapter = client._session.get_adapter(prefix + "example.com/")
+        assert adapter._pool_maxsize == 17  # type: ignore[attr-defined]
+
+
+# -- requests that cannot be built -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": f"Bearer {SECRET} \u20ac"}, id="beyond-latin-1"),
+        pytest.param({"Authorization": f"{SECRET}\U0001f600"}, id="emoji"),
+        pytest.param({"Authorization": f"{SECRET}\r\nX-Injected: 1"}, id="crlf"),
+        pytest.param({"Authorization": f"{SECRET}\n"}, id="trailing-lf"),
+        pytest.param({"Authorization": f" {SECRET}"}, id="leading-space"),
+        pytest.param({"Authorization": f"{SECRET}\x00"}, id="nul"),
+        pytest.param({"X Bad": SECRET}, id="space-in-name"),
+        pytest.param({"X-Bad:": SECRET}, id="colon-in-name"),
+        pytest.param({"X-K\u00e9y\u20ac": SECRET}, id="non-latin-1-name"),
+        pytest.param({"": SECRET}, id="empty-name"),
+    ],
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_headers_http_cannot_carry_raise_unsendable_without_the_value(
+    dns, echo_server, monkeypatch, headers, allow_private
+):
+    monkeypatch.setattr(egress, "address_allowed", lambda a: True)
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=allow_private)
+    with pytest.raises(UnsendableRequest) as unsendable:
+        client.request(
+            "POST", f"http://hooks.example.com:{echo_server}/", max_bytes=100, headers=headers
+        )
+    assert unsendable.value.transient is False
+    assert SECRET not in str(unsendable.value)
+    assert unsendable.value.__cause__ is None
+    assert str(unsendable.value).startswith("request cannot be sent as HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": f"Bearer {SECRET} \u20ac"}, id="beyond-latin-1"),
+        pytest.param({"Authorization": f"{SECRET}\r\nX-Injected: 1"}, id="crlf"),
+        pytest.param({"Authorization": f" {SECRET}"}, id="leading-space"),
+        pytest.param({"X-K\u00e9y\u20ac": SECRET}, id="non-latin-1-name"),
+        pytest.param({"X-Bad:": SECRET}, id="colon-in-name"),
+    ],
+)
+def test_errors_of_the_http_stack_while_building_become_unsendable(
+    dns, echo_server, monkeypatch, headers
+):
+    # Given the client's own header check out of the way, so the HTTP stack meets the header
+    monkeypatch.setattr(egress, "header_problem", lambda name, value: None)
+    monkeypatch.setattr(egress, "address_allowed", lambda a: True)
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False)
+    # When the request is sent, Then whatever the stack raises becomes UnsendableRequest
+    with pytest.raises(UnsendableRequest) as unsendable:
+        client.request(
+            "POST", f"http://hooks.example.com:{echo_server}/", max_bytes=100, headers=headers
+        )
+    assert unsendable.value.transient is False
+    assert SECRET not in str(unsendable.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://exa\u0000mple.com:{port}/",
+        "http://" + "a" * 64 + ".example.com:{port}/",
+    ],
+    ids=["nul-in-host", "label-too-long"],
+)
+def test_urls_http_cannot_carry_raise_unsendable(echo_server, url):
+    client = HttpClient(allow_private=True)
+    with pytest.raises(UnsendableRequest) as unsendable:
+        client.request("GET", url.format(port=echo_server), max_bytes=100)
+    assert unsendable.value.transient is False
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(["127.0.0.1"], id="loopback"),
+        pytest.param(["::ffff:127.0.0.1"], id="ipv4-mapped-loopback"),
+        pytest.param([PUBLIC, "127.0.0.1"], id="public-then-loopback"),
+        pytest.param(["2606:4700::1111", "::ffff:7f00:1"], id="public-v6-then-mapped"),
+    ],
+)
+def test_dataset_and_callback_connections_never_reach_a_refused_address(
+    fns, aws, factory_env, settings_override, dns, answer
+):
+    # Given the deployed (strict) policy, and dataset and callback names resolving to
+    # loopback, where something listens
+    settings_override(ALLOW_PRIVATE_URLS="false")
+    data, hooks = Listener("127.0.0.1"), Listener("127.0.0.1")
+    try:
+        dns["data.example.com"] = answer
+        dns["hooks.example.com"] = answer
+        body = seed_request(
+            f"http://data.example.com:{data.port}/fetch",
+            f"http://hooks.example.com:{hooks.port}/callback",
+        )
+        status, created, _ = call(fns, "create_training_job", body)
+        assert status == 200, created
+        # When the job is staged (and its failure reported to the callback)
+        stage_pending(fns, aws, factory_env)
+        # Then the job failed saying why, and neither listener saw a connection
+        job = call(fns, "check_training_status", {"job_name": created["job_name"]})[1]
+        assert job["status"] == "Failed"
+        assert "refused to connect to non-public address" in job["failure_reason"]
+        assert data.accepted_nothing() and hooks.accepted_nothing()
+    finally:
+        data.close()
+        hooks.close()
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:
+    """A certificate for `name` only (and its key), as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
+    dns, monkeypatch, tmp_path
+):
+    import ssl
+
+    # Given a TLS server on a vetted address whose certificate names hooks.example.com only
+    cert, key = _self_signed(tmp_path, "hooks.example.com")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    real_allowed = egress.address_allowed
+    monkeypatch.setattr(
+        egress,
+        "address_allowed",
+        lambda a: a == ipaddress.ip_address("127.0.0.1") or real_allowed(a),
+    )
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    dns["other.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False)
+    try:
+        # When the name the certificate carries is fetched over the vetted address
+        response = client.request(
+            "GET", f"https://hooks.example.com:{port}/", max_bytes=100, verify=cert
+        )
+        # Then SNI and Host carry the name, and the certificate was accepted for it
+        assert response.status == 200
+        assert response.body == f"hooks.example.com:{port}".encode()
+        assert server_names[-1] == "hooks.example.com"
+        # and another name on the same address fails the certificate check
+        with pytest.raises(EgressError):
+            client.request("GET", f"https://other.example.com:{port}/", max_bytes=100, verify=cert)
+        assert server_names[-1] == "other.example.com"
+    finally:
+        server.shutdown()
+        server.server_close()
