@@ -57,6 +57,9 @@ def factory_env(moto_endpoint: str) -> Iterator[dict[str, str]]:
     # The tests' servers live on 127.0.0.1; the strict policy has tests of its own.
     env["ALLOW_PRIVATE_URLS"] = "true"
     env["CALLBACK_RETRY_BASE_SECONDS"] = "60"
+    # Page retries back off for milliseconds, not seconds, so the tests stay fast.
+    env["STAGING_RETRY_BASE_SECONDS"] = "0.01"
+    env["STAGING_RETRY_MAX_SECONDS"] = "0.05"
     os.environ.update(env)
     runtime.reset()
     yield env

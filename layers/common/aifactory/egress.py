@@ -183,16 +183,21 @@ class HttpClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         total_timeout: float = 120.0,
+        pool_maxsize: int = 10,
     ) -> None:
         self.allow_private = allow_private
         self.timeout = (connect_timeout, read_timeout)
         self.total_timeout = total_timeout
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc from the environment
-        if not allow_private:
-            adapter = _GuardedAdapter()
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
+        # Keep-alive connections per host: as many as requests may be in flight at once.
+        adapter = (
+            HTTPAdapter(pool_maxsize=pool_maxsize)
+            if allow_private
+            else _GuardedAdapter(pool_maxsize=pool_maxsize)
+        )
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
 
     def request(
         self,
