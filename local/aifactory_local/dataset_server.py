@@ -181,6 +181,9 @@ def _integer(params: Mapping[str, Any], name: str, *, low: int, high: int | None
 def _handler_for(server: DatasetServer, verbose: bool) -> type[QuietHandler]:
     class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body are two writes: without this, Nagle's algorithm and the client's
+        # delayed ACK hold every answer on a kept-alive connection back by 40 ms.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             if int(self.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:

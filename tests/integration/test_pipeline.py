@@ -115,7 +115,7 @@ def test_max_pages_limits_what_is_staged(fns, aws, factory_env, callbacks, https
     body["dataset_endpoint"]["pagination"].update({"begin_offset": 5, "max_pages": 2})
     job = create(fns, body)
     stage_pending(fns, aws, factory_env)
-    assert [c["offset"] for c in dataset.calls] == [5, 15]
+    assert sorted(c["offset"] for c in dataset.calls) == [5, 15]
     data = staged_data(aws, factory_env, job)
     assert [json.loads(line) for line in data.splitlines()] == RECORDS[5:25]
 
@@ -202,9 +202,10 @@ def test_stop_between_shards_aborts_staging(
         fns, seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10)
     )
     stage_pending(fns, aws, factory_env)
-    # Then staging stopped at the end of the first shard, before the third page, and left
+    # Then staging stopped at the end of the first shard, having requested at most a window
+    # (two pages at concurrency 1) past the page during which the stop came, and left
     # nothing behind
-    assert len(dataset.calls) == 2
+    assert len(dataset.calls) <= 2 + 2
     assert status_of(fns, job)["status"] == "Stopped"
     listed = aws.s3.list_objects_v2(Bucket=factory_env["DATA_BUCKET"], Prefix=f"datasets/{job}/")
     assert listed.get("KeyCount", 0) == 0

@@ -250,23 +250,48 @@ def test_a_later_page_that_fails_for_good_fails_the_job_and_stages_nothing(
 
 
 # -- the page window and the caps ---------------------------------------------------------------
-def test_pages_answered_out_of_order_are_written_in_order_and_the_window_is_bounded(
-    fns, aws, factory_env, callbacks, serve
+@pytest.mark.parametrize(
+    "latency",
+    [
+        # lower offsets slower: answers arrive in reverse order
+        lambda offset: 0.05 * (9 - min(offset // PAGE, 9)) / 9,
+        # the short page slowest: the window keeps requesting past it until it is answered
+        lambda offset: 0.5 if offset == 90 else 0.005,
+    ],
+    ids=["reversed", "slow-short-page"],
+)
+def test_pages_are_written_in_order_and_never_requested_far_past_the_end(
+    fns, aws, factory_env, callbacks, serve, latency
 ):
-    # Given 10 pages (the last one short) whose answers take longer for lower offsets
+    # Given 10 pages, the last one short, answered out of order
     items = records(95)
-    endpoint = Endpoint(items, latency=lambda offset: 0.05 * (9 - min(offset // PAGE, 9)) / 9)
+    endpoint = Endpoint(items, latency=latency)
     job = create(fns, serve(endpoint), callbacks)
-    # When it is staged with 8 pages in flight
+    # When it is staged with 8 requests in flight (a window of 16 pages)
     stage_pending(fns, aws, factory_env)
-    # Then the records are in page order
+    # Then the records are in page order, each once
     assert staged_data(aws, factory_env, job) == jsonl(items)
     # and nothing was requested past the short page by more than the window
     pages = [offset // PAGE for offset in endpoint.offsets()]
     assert sorted(set(pages))[:10] == list(range(10))
-    assert max(pages) - 9 <= 8
-    assert len(pages) <= 10 + 8
+    assert max(pages) - 9 < 16
     assert len(pages) == len(set(pages))  # and no page twice
+
+
+def test_one_slow_page_does_not_hold_the_others_back(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given 40 pages, the first of which takes 1 s, and 4 requests in flight
+    settings_override(STAGING_CONCURRENCY="4")
+    items = records(400)
+    endpoint = Endpoint(items, latency=lambda offset: 1.0 if offset == 0 else 0.0)
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    # While page 0 was slow, the other three requests went on through the window (8 pages)
+    asked_at = min(t for offset, t, _ in endpoint.calls if offset == 0)
+    during = [o // PAGE for o, t, _ in endpoint.calls if t < asked_at + 0.9 and o]
+    assert sorted(during) == list(range(1, 8))
 
 
 @pytest.mark.parametrize("concurrency", ["1", "8"])

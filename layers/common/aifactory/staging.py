@@ -59,6 +59,8 @@ MAX_SHARDS = 2000
 # Statuses that retry a page: request timeout, throttling and server errors.
 RETRIED_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 CONTENT_TYPE = "application/jsonlines"
+# Each record as one compact JSON line (built once: json.dumps builds an encoder per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def dataset_prefix(job_name: str) -> str:
@@ -90,7 +92,6 @@ class Checkpoint:
     pages: int = 0
     bytes: int = 0
     retries: int = 0
-    complete: bool = False
 
     @classmethod
     def from_item(cls, item: dict[str, Any] | None) -> "Checkpoint":
@@ -260,22 +261,20 @@ class PageFetcher:
         if not isinstance(records, list):
             raise StagingFailed(f"dataset endpoint {where} returned no {key!r} list")
         try:
-            lines = [
-                json.dumps(r, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-                + b"\n"
-                for r in records
-            ]
+            lines = [(_ENCODER.encode(r) + "\n").encode() for r in records]
         except (ValueError, RecursionError):
             raise StagingFailed(malformed) from None
         return Page(len(records), lines)
 
 
 class PageWindow:
-    """At most `concurrency` pages in flight; pages are handed out in order.
+    """Pages fetched concurrently and handed out in order.
 
-    A page is requested only when it is among the next `concurrency` pages after the last
-    one handed out, below `limit`, and not past a short page already seen: a short page
-    ends the dataset, so nothing after it is ever requested once it is known.
+    At most `concurrency` requests are in flight, and a page is requested only while it is
+    within twice that many pages of the next one to be written (the window), below `limit`,
+    and not past a short page already seen: a short page ends the dataset, so nothing after
+    it is requested once it is known. A slow page therefore does not idle the other
+    requests, and at most a window of pages is ever held in memory.
     """
 
     def __init__(
@@ -292,30 +291,50 @@ class PageWindow:
         self.begin_offset = begin_offset
         self.page_size = page_size
         self.concurrency = concurrency
+        self.window = 2 * concurrency
         self._end = limit  # pages at or past this index are never requested
-        self._next = first
+        self._next = first  # the next page to request
+        self._writing = first  # the next page to hand out
+        self._in_flight = 0
+        self._closed = False
         self._pending: dict[int, Future[Page | None]] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="stage-page"
         )
 
+    def _fill(self) -> None:
+        """Request what the window allows (called with the lock held)."""
+        while (
+            not self._closed
+            and self._in_flight < self.concurrency
+            and self._next < min(self._end, self._writing + self.window)
+        ):
+            index, self._next = self._next, self._next + 1
+            self._in_flight += 1
+            self._pending[index] = self._executor.submit(self._fetch, index)
+
     def _fetch(self, index: int) -> Page | None:
-        with self._lock:
-            if index >= self._end or self.fetcher.cancelled.is_set():
-                return None
-        page = self.fetcher.fetch(self.begin_offset + index * self.page_size, self.page_size)
-        if page.records < self.page_size:
+        try:
             with self._lock:
-                self._end = min(self._end, index + 1)
-        return page
+                if index >= self._end or self._closed:
+                    return None
+            page = self.fetcher.fetch(self.begin_offset + index * self.page_size, self.page_size)
+            if page.records < self.page_size:
+                with self._lock:
+                    self._end = min(self._end, index + 1)
+            return page
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._fill()
 
     def get(self, index: int, on_wait: Callable[[], None], poll: float = 0.25) -> Page:
         """Page `index` (the next in order). `on_wait` runs while waiting; it may raise."""
-        while self._next < index + self.concurrency and self._next < self._end:
-            self._pending[self._next] = self._executor.submit(self._fetch, self._next)
-            self._next += 1
-        future = self._pending.pop(index)
+        with self._lock:
+            self._writing = index
+            self._fill()
+            future = self._pending.pop(index)
         while True:
             try:
                 page = future.result(timeout=poll)
@@ -324,14 +343,19 @@ class PageWindow:
                 continue
             if page is None:  # only pages past the end are skipped
                 raise RuntimeError(f"page {index} was skipped")
+            with self._lock:
+                self._writing = index + 1
+                self._fill()
             return page
 
     def close(self) -> None:
         """Discard the pages in flight; a page waiting to retry gives up at once."""
         self.fetcher.cancelled.set()
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
+        with self._lock:
+            self._closed = True
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -393,9 +417,6 @@ class Stager:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
         """Stage to the end (then finish) or to the time limit (then continue)."""
-        if self.cp.complete:
-            self.finish()
-            return
         pagination = self.endpoint["pagination"]
         size, max_pages = pagination["page_size"], pagination["max_pages"]
         cap = self.settings.max_pages_cap
@@ -435,7 +456,8 @@ class Stager:
                 self.shard.upload.abort()
             raise
         window.close()
-        self._close_shard(complete=True)
+        # The last shard's checkpoint is the move to Starting, after the manifest.
+        self._close_shard(checkpoint=False)
         self.finish()
 
     def _write(self, index: int, skip: int, page: Page) -> None:
@@ -479,7 +501,7 @@ class Stager:
             "staged_pages": self.cp.pages + open_pages,
         }
 
-    def _close_shard(self, *, complete: bool = False) -> None:
+    def _close_shard(self, *, checkpoint: bool = True) -> None:
         """Complete the open shard (if it holds records) and checkpoint after it."""
         shard, self.shard = self.shard, None
         if shard is not None and shard.records:
@@ -508,8 +530,8 @@ class Stager:
             self.cp.pages += shard.pages  # e.g. an empty last page
             shard.upload.abort()
         self.cp.next_page, self.cp.skip = self.position
-        self.cp.complete = complete
-        self._checkpoint()
+        if checkpoint:
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         self.cp.retries = self.retries_before + self.fetcher.retries
@@ -555,6 +577,7 @@ class Stager:
     def finish(self) -> None:
         """The manifest (last), then the training job."""
         cp = self.cp
+        cp.retries = self.retries_before + self.fetcher.retries
         if cp.records == 0:
             raise StagingFailed("dataset endpoint returned no records")
         self.rt.storage.put_json(
@@ -584,12 +607,15 @@ class Stager:
                 "continuations": cp.continuations,
             },
         )
-        if self.rt.store.mark_starting(self.job_name) is None:
+        started = self.rt.store.mark_starting(
+            self.job_name, staging={**self.cp.to_item(), "owner": self.token}, owner=self.token
+        )
+        if started is None:
             current = self.rt.store.get(self.job_name) or {}
             if current.get("secondary_status") == "Staging" and current.get("stop_requested"):
                 _abandon(self.rt, self.job_name, "Stopped")  # a stop after the last page
-            return  # or another invocation got there first
-        _start_training(self.rt, self.rt.store.get(self.job_name) or self.job)
+            return  # or another invocation took over
+        _start_training(self.rt, started)
 
 
 def send_continuation(rt: Runtime, job_name: str, number: int) -> None:

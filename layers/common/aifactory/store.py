@@ -126,14 +126,27 @@ class JobStore:
             Attr("status").is_in(["InProgress", "Stopping"]),
         )
 
-    def mark_starting(self, job_name: str) -> dict[str, Any] | None:
-        """Staging is done; claim the job for CreateTrainingJob unless a stop came first."""
-        return self._update(
-            job_name,
-            {"secondary_status": "Starting"},
-            Attr("secondary_status").eq("Staging")
-            & (Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False)),
+    def mark_starting(
+        self,
+        job_name: str,
+        *,
+        staging: dict[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Staging is done; claim the job for CreateTrainingJob unless a stop came first.
+
+        With `staging` and `owner`, the final checkpoint is written in the same update, if
+        that staging invocation still owns the job.
+        """
+        condition = Attr("secondary_status").eq("Staging") & (
+            Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False)
         )
+        sets: dict[str, Any] = {"secondary_status": "Starting"}
+        if staging is not None:
+            sets["staging"] = staging
+        if owner is not None:
+            condition = condition & Attr("staging.owner").eq(owner)
+        return self._update(job_name, sets, condition)
 
     # -- staging checkpoints ---------------------------------------------------------------
     # A job being staged holds a `staging` map: its checkpoint (where the next invocation goes
