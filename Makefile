@@ -45,6 +45,7 @@ build: $(STAMP)
 	$(BIN)/sam build
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/staging_throughput.py
 	$(BIN)/python benchmarks/staging_memory.py
 
 clean:
