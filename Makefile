@@ -66,6 +66,7 @@ build: $(STAMP)
 	$(BIN)/sam build
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/staging_throughput.py
 	$(BIN)/python benchmarks/staging_memory.py
 
 # Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI

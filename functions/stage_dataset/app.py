@@ -22,12 +22,18 @@ get_runtime()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    # Each message has its own receive count: a continuation is a new message, so only real
+    # failures use up the redrive budget.
     receives = int(record.attributes.approximate_receive_count or 1)
+    message = json.loads(record.body)
     stage_job(
         get_runtime(),
-        json.loads(record.body)["job_name"],
+        message["job_name"],
         final_attempt=receives >= STAGE_MAX_RECEIVES,
+        continuation=int(message.get("continuation", 0)),
+        # Near the time limit staging checkpoints and continues in a new invocation.
+        remaining_ms=lambda_context.get_remaining_time_in_millis if lambda_context else None,
     )
 
 

@@ -35,6 +35,17 @@ def _trainer(text: str) -> tuple[str, list[str]]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _function_timeout(text: str) -> tuple[str, float]:
+    name, sep, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = 0.0
+    if not sep or not name or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (e.g. StageFn=60), got {text!r}")
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aifactory-local",
@@ -73,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="PREFIX",
             help="refuse training images that start with none of these prefixes, as the "
             "deployed stack's AllowedImagePrefixes does. Repeatable (default: any image)",
+        )
+        sub.add_argument(
+            "--function-timeout",
+            action="append",
+            type=_function_timeout,
+            default=[],
+            metavar="NAME=SECONDS",
+            help="give function NAME (a template logical id, e.g. StageFn) this timeout instead "
+            "of the template's; handlers see it in context.get_remaining_time_in_millis(). "
+            "StageFn=30 makes staging continue in a new invocation every 30 s. Repeatable",
         )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
@@ -124,6 +145,7 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         trainers=dict(args.trainer),
         docker=args.docker,
         allowed_image_prefixes=args.allowed_image_prefix,
+        function_timeouts=dict(args.function_timeout),
         **kwargs,
     )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -51,13 +52,15 @@ class DatasetServer:
         path: str = DEFAULT_PATH,
         fail_first: int = 0,
         verbose: bool = False,
+        latency: float = 0.0,
     ) -> None:
         """`fail_first`: answer the first N requests with 500, to exercise retries.
-        `verbose`: log each request to stderr."""
+        `verbose`: log each request to stderr. `latency`: seconds each page takes."""
         self.records = list(records)
         self.path = path
         self.required_headers = dict(required_headers or {})
         self.fail_first = fail_first
+        self.latency = latency
         self.requests: list[tuple[int, int]] = []  # (offset, page_size) of each served page
         self.rejected: list[tuple[int, str]] = []  # (status, reason) of each refused request
         self._lock = threading.Lock()
@@ -124,6 +127,8 @@ class DatasetServer:
             return self._reject(HTTPStatus.BAD_REQUEST, str(exc))
         with self._lock:
             self.requests.append((offset, page_size))
+        if self.latency > 0:
+            time.sleep(self.latency)
         page = self.records[offset : offset + page_size]
         return HTTPStatus.OK, {
             "type": "fetch",
@@ -176,6 +181,9 @@ def _integer(params: Mapping[str, Any], name: str, *, low: int, high: int | None
 def _handler_for(server: DatasetServer, verbose: bool) -> type[QuietHandler]:
     class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body are two writes: without this, Nagle's algorithm and the client's
+        # delayed ACK hold every answer on a kept-alive connection back by 40 ms.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             if int(self.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
@@ -210,12 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--path", default=DEFAULT_PATH)
     parser.add_argument("--api-key", default=None, help="require this x-api-key header")
     parser.add_argument("--verbose", action="store_true", help="log each request")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="time each page takes, in milliseconds"
+    )
     args = parser.parse_args(argv)
 
     records = dataset(args.dataset, n=args.n, seed=args.seed)
     required = {"x-api-key": args.api_key} if args.api_key else None
     server = DatasetServer(
-        records, args.host, args.port, required, path=args.path, verbose=args.verbose
+        records,
+        args.host,
+        args.port,
+        required,
+        path=args.path,
+        verbose=args.verbose,
+        latency=args.latency_ms / 1000,
     )
     _, task_def, image = DATASETS[args.dataset]
     print(f"serving {len(records)} {args.dataset} records (task {task_def}, image {image})")

@@ -27,7 +27,12 @@ from moto.server import ThreadedMotoServer
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey
 from aifactory_local.events import EventBus, Rule
-from aifactory_local.lambdas import InvocationLogFilter, LocalFunction, function_specs
+from aifactory_local.lambdas import (
+    InvocationLogFilter,
+    LocalFunction,
+    function_environment,
+    function_specs,
+)
 from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.template import load_template, parameter_default, resolve
@@ -74,7 +79,11 @@ class LocalFactory:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         log_level: str = "INFO",
         allowed_image_prefixes: tuple[str, ...] | list[str] = (),
+        function_timeouts: dict[str, float] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
+        """`function_timeouts` overrides template Timeouts (logical id -> seconds);
+        `environment` overrides the functions' environment variables (e.g. settings)."""
         self.host = host
         self.port = port
         self.aws_port = aws_port
@@ -86,6 +95,8 @@ class LocalFactory:
         self.stop_grace_seconds = stop_grace_seconds
         self.log_level = log_level
         self.allowed_image_prefixes = tuple(allowed_image_prefixes)
+        self.function_timeouts = dict(function_timeouts or {})
+        self.environment = dict(environment or {})
         self.env: dict[str, str] = {}
         self.functions: dict[str, LocalFunction] = {}
         self.moto: ThreadedMotoServer | None = None
@@ -192,7 +203,10 @@ class LocalFactory:
         self.env = self._function_env(template, provisioned)
         self._apply_env(self.env)
 
-        specs = function_specs(template)
+        try:
+            specs = function_specs(template, self.function_timeouts)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
         self.functions = {name: LocalFunction(spec) for name, spec in specs.items()}
         for function in self.functions.values():
             function.warm_up()
@@ -286,6 +300,8 @@ class LocalFactory:
                 value = resolve(value, template)
             if isinstance(value, str | int | float | bool):
                 env[name] = str(value)
+        # Each function's own variables (StageFn's staging settings); one process, one env.
+        env.update(function_environment(template))
         env.update(provisioned)
         env.update(
             {
@@ -304,6 +320,7 @@ class LocalFactory:
                 "POWERTOOLS_TRACE_DISABLED": "true",
             }
         )
+        env.update(self.environment)
         return env
 
     def _queue_urls(self, template: dict[str, Any]) -> dict[str, str]:

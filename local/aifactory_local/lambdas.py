@@ -9,7 +9,8 @@ import importlib.util
 import itertools
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -65,8 +66,14 @@ class FunctionSpec:
         return [e.get("Properties", {}) for e in self.events.values() if e.get("Type") == kind]
 
 
-def function_specs(template: dict[str, Any] | None = None) -> dict[str, FunctionSpec]:
-    """Every function of the template, with Globals applied."""
+def function_specs(
+    template: dict[str, Any] | None = None, timeouts: dict[str, float] | None = None
+) -> dict[str, FunctionSpec]:
+    """Every function of the template, with Globals applied.
+
+    `timeouts` (function logical id -> seconds) shortens or lengthens a function's Timeout,
+    e.g. StageFn to a few seconds so that staging continues in new invocations locally.
+    """
     template = template or load_template()
     defaults = template.get("Globals", {}).get("Function", {})
     specs = {}
@@ -82,7 +89,31 @@ def function_specs(template: dict[str, Any] | None = None) -> dict[str, Function
             memory=int(resolve(props.get("MemorySize", 128), template)),
             events=dict(props.get("Events") or {}),
         )
+    for name, seconds in (timeouts or {}).items():
+        if name not in specs:
+            raise ValueError(
+                f"--function-timeout: no function {name!r} (functions: {', '.join(sorted(specs))})"
+            )
+        if not seconds > 0:
+            raise ValueError(f"--function-timeout: {name} needs a positive number of seconds")
+        specs[name] = replace(specs[name], timeout=float(seconds))
     return specs
+
+
+def function_environment(template: dict[str, Any] | None = None) -> dict[str, str]:
+    """The functions' own Environment.Variables that come from parameters or literals
+    (Globals' are read by the Factory itself), resolved with the parameters' defaults."""
+    template = template or load_template()
+    env: dict[str, str] = {}
+    for res in template["Resources"].values():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        variables = (res.get("Properties", {}).get("Environment") or {}).get("Variables") or {}
+        for name, value in variables.items():
+            value = resolve(value, template)
+            if isinstance(value, str | int | float | bool):
+                env[name] = str(value)
+    return env
 
 
 def _load_module(spec: FunctionSpec) -> ModuleType:
@@ -136,11 +167,21 @@ class LocalFunction:
             timeout_seconds=self.spec.timeout,
         )
         _invocation.context, _invocation.cold_start = context, cold
+        started = time.monotonic()
         try:
             return getattr(module, self.spec.handler_name)(event, context)
         finally:
             _invocation.context = None
             self._release(module)
+            took = time.monotonic() - started
+            if took > self.spec.timeout:
+                # Lambda would have ended it; here it runs on, so say so.
+                log.warning(
+                    "%s ran %.1f s, past its %.0f s timeout (Lambda would have ended it)",
+                    self.name,
+                    took,
+                    self.spec.timeout,
+                )
 
     def warm_up(self) -> None:
         """Load one environment now, so a broken function fails at start, not on first use."""

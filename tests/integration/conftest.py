@@ -64,6 +64,9 @@ def factory_env(moto_endpoint: str) -> Iterator[dict[str, str]]:
     env["CALLBACK_RETRY_BASE_SECONDS"] = "60"
     # The suite's jobs share a few keys and are mostly left running; the limit has its own tests.
     env["MAX_ACTIVE_JOBS_PER_OWNER"] = "1000000"
+    # Page retries back off for milliseconds, not seconds, so the tests stay fast.
+    env["STAGING_RETRY_BASE_SECONDS"] = "0.01"
+    env["STAGING_RETRY_MAX_SECONDS"] = "0.05"
     os.environ.update(env)
     runtime.reset()
     yield env

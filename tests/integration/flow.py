@@ -2,6 +2,7 @@
 between them."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug import Request, Response
@@ -29,8 +30,14 @@ def call(fns: dict[str, Any], route: str, body: Any, key_id: str = "examplekeyid
     return response["statusCode"], json.loads(response["body"]), headers
 
 
-def stage_pending(fns: dict[str, Any], aws: Any, env: dict[str, str]) -> list[str]:
-    """Deliver every queued staging message to the stage function, as SQS would."""
+def stage_pending(
+    fns: dict[str, Any],
+    aws: Any,
+    env: dict[str, str],
+    context: Callable[[], Any] = Context,
+) -> list[str]:
+    """Deliver every queued staging message to the stage function, as SQS would, until the
+    queue is empty (continuations included); each invocation gets a new `context()`."""
     staged = []
     while True:
         messages = aws.sqs.receive_message(
@@ -39,13 +46,36 @@ def stage_pending(fns: dict[str, Any], aws: Any, env: dict[str, str]) -> list[st
         if not messages:
             return staged
         message = messages[0]
-        event = sqs_event("stage_dataset.json", json.loads(message["Body"]))
-        result = fns["stage_dataset"].lambda_handler(event, Context())
+        event = sqs_event(
+            "stage_dataset.json",
+            json.loads(message["Body"]),
+            int(message["Attributes"]["ApproximateReceiveCount"]),
+        )
+        result = fns["stage_dataset"].lambda_handler(event, context())
         assert result == {"batchItemFailures": []}
         aws.sqs.delete_message(
             QueueUrl=env["STAGE_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"]
         )
         staged.append(json.loads(message["Body"])["job_name"])
+
+
+def staged_keys(aws: Any, env: dict[str, str], job: str) -> list[str]:
+    """The keys of the job's staged train channel, in name order (as trainers read them)."""
+    listed = aws.s3.list_objects_v2(Bucket=env["DATA_BUCKET"], Prefix=f"datasets/{job}/train/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def staged_data(aws: Any, env: dict[str, str], job: str) -> bytes:
+    """Every shard of the job's train channel, concatenated in name order."""
+    return b"".join(
+        aws.s3.get_object(Bucket=env["DATA_BUCKET"], Key=key)["Body"].read()
+        for key in staged_keys(aws, env, job)
+    )
+
+
+def manifest_of(aws: Any, env: dict[str, str], job: str) -> dict[str, Any]:
+    key = f"datasets/{job}/manifest.json"
+    return dict(json.loads(aws.s3.get_object(Bucket=env["DATA_BUCKET"], Key=key)["Body"].read()))
 
 
 def notify(fns: dict[str, Any], sample: str, job_name: str, **detail: Any) -> None:

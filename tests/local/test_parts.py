@@ -3,16 +3,22 @@
 import http.client
 import json
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from aifactory_local.apigateway import ApiGateway, _proxy_response, api_key_id
 from aifactory_local.cli import build_parser
 from aifactory_local.events import check_pattern, matches
 from aifactory_local.factory import LocalFactory
-from aifactory_local.lambdas import function_specs
-from aifactory_local.pollers import lambda_sqs_record
+from aifactory_local.lambdas import FunctionSpec, LocalFunction, function_specs
+from aifactory_local.pollers import SqsEventSource, lambda_sqs_record
 from aifactory_local.template import load_template
 from aifactory_local.training import TRAINERS_DIR, TrainerResolver
 
@@ -194,3 +200,113 @@ def test_allowed_image_prefix_is_repeatable_and_reaches_the_functions() -> None:
 def test_allowed_image_prefix_refuses_lists_and_wildcards(prefix: str) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--allowed-image-prefix", prefix])
+
+
+# -- function timeouts and the SQS pump ---------------------------------------------------------
+def test_function_timeouts_follow_the_template_unless_overridden() -> None:
+    specs = function_specs()
+    assert specs["StageFn"].timeout == 900
+    assert specs["CreateFn"].timeout == 29
+    shorter = function_specs(timeouts={"StageFn": 2.5})
+    assert shorter["StageFn"].timeout == 2.5
+    assert shorter["CreateFn"].timeout == 29
+    with pytest.raises(ValueError, match="no function 'StagFn'"):
+        function_specs(timeouts={"StagFn": 2})
+
+
+def test_the_cli_reads_function_timeouts() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--function-timeout", "StageFn=30", "--function-timeout", "RetryFn=0.5"]
+    )
+    assert dict(args.function_timeout) == {"StageFn": 30.0, "RetryFn": 0.5}
+    for bad in ("StageFn", "StageFn=", "=30", "StageFn=-1", "StageFn=soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--function-timeout", bad])
+
+
+def test_handlers_see_the_time_left_of_their_timeout(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        "import time\n"
+        "def handler(event, context):\n"
+        "    first = context.get_remaining_time_in_millis()\n"
+        "    time.sleep(0.3)\n"
+        "    return first, context.get_remaining_time_in_millis()\n"
+    )
+    spec = FunctionSpec("Probe", tmp_path, "app.handler", timeout=2.0, memory=128)
+    first, later = LocalFunction(spec).invoke({})
+    assert 1800 < first <= 2000
+    assert first - later >= 300
+
+
+class _Recorder:
+    """A stand-in function for the pump: records each event, fails as told."""
+
+    name = "Recorder"
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[float, list[dict[str, Any]]]] = []
+        self.fail_first = fail_first
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((time.monotonic(), event["Records"]))
+        if len(self.calls) <= self.fail_first:
+            return {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+        return {"batchItemFailures": []}
+
+
+@pytest.fixture(scope="module")
+def sqs() -> Iterator[Any]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield boto3.client(
+        "sqs",
+        endpoint_url=f"http://{host}:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    server.stop()
+
+
+def _pump(sqs: Any, queue_url: str, function: _Recorder) -> SqsEventSource:
+    source = SqsEventSource(
+        sqs, queue_url, function, batch_size=1, report_batch_item_failures=True, concurrency=1
+    )
+    source.start()
+    return source
+
+
+def test_the_pump_holds_a_delayed_message_back_for_its_delay(sqs: Any) -> None:
+    queue = sqs.create_queue(QueueName="delayed")["QueueUrl"]
+    function = _Recorder()
+    source = _pump(sqs, queue, function)
+    try:
+        sent = time.monotonic()
+        sqs.send_message(QueueUrl=queue, MessageBody='{"job_name": "j"}', DelaySeconds=2)
+        deadline = sent + 10
+        while not function.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert function.calls, "the delayed message was never delivered"
+        assert function.calls[0][0] - sent >= 1.9
+    finally:
+        source.stop()
+
+
+def test_the_pump_redelivers_a_failed_message_after_its_visibility_timeout(sqs: Any) -> None:
+    queue = sqs.create_queue(QueueName="visible", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+    function = _Recorder(fail_first=1)
+    source = _pump(sqs, queue, function)
+    try:
+        sqs.send_message(QueueUrl=queue, MessageBody='{"job_name": "j"}')
+        deadline = time.monotonic() + 15
+        while len(function.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (failed_at, first), (again_at, second) = function.calls[:2]
+        # hidden for the queue's visibility timeout, then received a second time
+        assert again_at - failed_at >= 1.9
+        assert [r["attributes"]["ApproximateReceiveCount"] for r in first + second] == ["1", "2"]
+        time.sleep(0.5)
+        assert len(function.calls) == 2  # and deleted once it succeeded
+    finally:
+        source.stop()

@@ -58,6 +58,9 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "s3:PutObject": {DATASETS},
+        # Reads back a shard written before a crash; deletes a failed or stopped dataset.
+        "s3:GetObject": {DATASETS},
+        "s3:DeleteObject": {DATASETS},
         "s3:AbortMultipartUpload": {DATASETS},
         "kms:Decrypt": {KEY},
         "kms:Encrypt": {KEY},
@@ -66,7 +69,8 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "sagemaker:AddTags": {TRAINING_JOBS},
         "sagemaker:StopTrainingJob": {TRAINING_JOBS},
         "iam:PassRole": {"${SageMakerExecutionRole.Arn}"},
-        "sqs:SendMessage": {RETRY_QUEUE},
+        # Callback retries, and staging continuations.
+        "sqs:SendMessage": {RETRY_QUEUE, "${StageQueue.Arn}"},
     },
     "NotifyFn": {
         "dynamodb:GetItem": {TABLE},

@@ -169,6 +169,23 @@ def test_function_environment_is_what_the_settings_model_reads(
     }
 
 
+def test_stage_fn_reads_the_staging_parameters(cfn: dict[str, Any]) -> None:
+    variables = props(cfn, "StageFn")["Environment"]["Variables"]
+    assert {name: value for name, value in variables.items() if name.startswith("STAGING_")} == {
+        "STAGING_CONCURRENCY": {"Ref": "StagingConcurrency"},
+        "STAGING_MAX_PAGE_ATTEMPTS": {"Ref": "StagingMaxPageAttempts"},
+        "STAGING_SHARD_BYTES": {"Ref": "StagingShardBytes"},
+        "STAGING_MAX_CONTINUATIONS": {"Ref": "StagingMaxContinuations"},
+    }
+    # and the parameters' defaults are the settings model's, so an unset variable changes
+    # nothing
+    parameters = cfn["Parameters"]
+    for name, value in variables.items():
+        if name.startswith("STAGING_"):
+            field = next(f for f in Settings.model_fields.values() if f.alias == name)
+            assert int(parameters[value["Ref"]]["Default"]) == field.default, name
+
+
 def test_api_functions_finish_within_api_gateways_29_seconds(cfn: dict[str, Any]) -> None:
     for function_id in API_ROUTES:
         assert props(cfn, function_id)["Timeout"] <= 29, function_id
@@ -406,6 +423,10 @@ DOCUMENTED_DEFAULTS = {
     "CallbackMaxAttempts": 6,
     "CallbackRetryBaseSeconds": 60,
     "PresignExpiresSeconds": 604800,
+    "StagingConcurrency": 8,
+    "StagingMaxPageAttempts": 5,
+    "StagingShardBytes": 67108864,
+    "StagingMaxContinuations": 200,
     "ApiQuotaPeriod": "DAY",
     "LogLevel": "INFO",
 }

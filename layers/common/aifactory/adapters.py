@@ -1,21 +1,106 @@
 """Small adapters over KMS, S3, SQS and SageMaker: the only places that speak to AWS."""
 
+import hashlib
 import json
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import Any
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from aifactory import aws
 
-# The transfer manager streams a non-seekable source in parts of this size, holding at most
-# max_concurrency parts in memory, so staging memory does not grow with the dataset.
-STAGING_TRANSFER = TransferConfig(
-    multipart_threshold=8 * 1024 * 1024,
-    multipart_chunksize=8 * 1024 * 1024,
-    max_concurrency=2,
-    use_threads=True,
-)
+# A staged shard is sent in parts of this size (one put when it is smaller), so staging holds
+# at most one part of a shard in memory however large the shard or the dataset is.
+SHARD_PART_BYTES = 8 * 1024 * 1024
+# S3 answers a conditional write whose key exists with 412, or 409 when another write of the
+# same key is in progress.
+_KEY_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+class ShardExists(Exception):
+    """The shard's key already holds an object; nothing was overwritten."""
+
+
+class ShardUpload:
+    """One shard, written once: streamed in parts, created only if its key is still free.
+
+    Call write() with the shard's bytes in order, then complete(). complete() raises
+    ShardExists, and overwrites nothing, when the key already holds an object. abort() (safe
+    at any time, also after a failure) discards the parts of an unfinished multipart upload.
+    """
+
+    def __init__(self, bucket: str, key: str, content_type: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.content_type = content_type
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= SHARD_PART_BYTES:
+            self._send_part()
+
+    def _send_part(self) -> None:
+        s3 = aws.client("s3")
+        if self._upload_id is None:
+            self._upload_id = s3.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )["UploadId"]
+        number = len(self._parts) + 1
+        answer = s3.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=bytes(self._buffer),
+        )
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self._buffer = bytearray()
+
+    def complete(self) -> None:
+        s3 = aws.client("s3")
+        try:
+            if self._upload_id is None:
+                s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=bytes(self._buffer),
+                    ContentType=self.content_type,
+                    IfNoneMatch="*",
+                )
+            else:
+                if self._buffer:
+                    self._send_part()
+                s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                    IfNoneMatch="*",
+                )
+                self._upload_id = None
+        except ClientError as exc:
+            if aws.error_code(exc) in _KEY_EXISTS:
+                self.abort()
+                raise ShardExists(self.key) from None
+            raise
+        finally:
+            self._buffer = bytearray()
+
+    def abort(self) -> None:
+        self._buffer = bytearray()
+        if self._upload_id is None:
+            return
+        upload_id, self._upload_id = self._upload_id, None
+        try:
+            aws.client("s3").abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if aws.error_code(exc) not in ("NoSuchUpload", "404"):
+                raise
 
 
 class SecretBox:
@@ -43,15 +128,27 @@ class Storage:
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
 
-    def upload_stream(self, key: str, stream: IO[bytes], content_type: str) -> None:
-        """Multipart upload from a stream; s3transfer aborts the upload if the stream fails."""
-        aws.client("s3").upload_fileobj(
-            stream,
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type},
-            Config=STAGING_TRANSFER,
-        )
+    def start_shard(self, key: str, content_type: str) -> ShardUpload:
+        return ShardUpload(self.bucket, key, content_type)
+
+    def sha256(self, key: str) -> str | None:
+        """The SHA-256 of the object's bytes, read as a stream; None if it does not exist."""
+        body = self.open(key)
+        if body is None:
+            return None
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: body.read(1024 * 1024), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the objects (a missing one is no error)."""
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):
+            aws.client("s3").delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+            )
 
     def put_json(self, key: str, document: Any) -> None:
         aws.client("s3").put_object(

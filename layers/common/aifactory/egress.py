@@ -281,8 +281,12 @@ class HttpClient:
         self.total_timeout = total_timeout
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc from the environment
-        adapter_class = HTTPAdapter if allow_private else _GuardedAdapter
-        adapter = adapter_class(pool_maxsize=pool_maxsize)
+        # Keep-alive connections per host: as many as requests may be in flight at once.
+        adapter = (
+            HTTPAdapter(pool_maxsize=pool_maxsize)
+            if allow_private
+            else _GuardedAdapter(pool_maxsize=pool_maxsize)
+        )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 

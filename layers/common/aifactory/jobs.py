@@ -95,7 +95,7 @@ def list_jobs(
 
 def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     job = get_owned(rt, owner, job_name)
-    return {
+    status = {
         "status": job["status"],
         "job_name": job_name,
         "secondary_status": job.get("secondary_status"),
@@ -103,6 +103,11 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         "creation_time": timefmt.to_seed(job["created_at"]),
         "training_end_time": timefmt.to_seed(job.get("training_end_time")),
     }
+    if job.get("secondary_status") == "Staging" and job["status"] not in TERMINAL_STATUSES:
+        # Staging progress (additive): records and pages staged so far.
+        status["staged_records"] = int(job.get("staged_records", 0))
+        status["staged_pages"] = int(job.get("staged_pages", 0))
+    return status
 
 
 def _rejected(status: str) -> Conflict:

@@ -32,6 +32,8 @@ def build_runtime(settings: Settings) -> Runtime:
             allow_private=settings.allow_private_urls,
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
+            # One keep-alive connection for each page staging keeps in flight.
+            pool_maxsize=max(10, settings.staging_concurrency),
         ),
     )
 

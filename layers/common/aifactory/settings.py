@@ -45,13 +45,38 @@ class Settings(BaseModel):
         alias="ALLOWED_INSTANCE_TYPES", default=DEFAULT_INSTANCE_TYPES, min_length=1
     )
 
-    @property
-    def instance_types(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.allowed_instance_types.split(",") if t.strip())
+    # Staging: pages in flight, attempts per page, shard size and the continuation chain.
+    staging_concurrency: int = Field(alias="STAGING_CONCURRENCY", default=8, ge=1, le=64)
+    staging_max_page_attempts: int = Field(
+        alias="STAGING_MAX_PAGE_ATTEMPTS", default=5, ge=1, le=20
+    )
+    staging_shard_bytes: int = Field(
+        alias="STAGING_SHARD_BYTES", default=64 * 1024 * 1024, ge=1, le=5 * 1024**3
+    )
+    staging_max_continuations: int = Field(
+        alias="STAGING_MAX_CONTINUATIONS", default=200, ge=0, le=10000
+    )
+    # Backoff between attempts of a page: full jitter over base * 2^n, capped; a Retry-After
+    # answer is honoured up to its own cap.
+    staging_retry_base_seconds: float = Field(alias="STAGING_RETRY_BASE_SECONDS", default=0.5, ge=0)
+    staging_retry_max_seconds: float = Field(alias="STAGING_RETRY_MAX_SECONDS", default=20.0, ge=0)
+    staging_retry_after_max_seconds: float = Field(
+        alias="STAGING_RETRY_AFTER_MAX_SECONDS", default=60.0, ge=0
+    )
+    # Time kept back at the end of an invocation to close the shard, checkpoint and continue.
+    staging_time_margin_seconds: float = Field(
+        alias="STAGING_TIME_MARGIN_SECONDS", default=60.0, gt=0
+    )
+    # How often staging looks for a stop (and publishes its progress) between shards.
+    staging_stop_check_seconds: float = Field(alias="STAGING_STOP_CHECK_SECONDS", default=5.0, gt=0)
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.allowed_image_prefixes.split(",") if p.strip())
+
+    @property
+    def instance_types(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.allowed_instance_types.split(",") if t.strip())
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -151,14 +151,104 @@ class JobStore:
             Attr("status").is_in(["InProgress", "Stopping"]),
         )
 
-    def mark_starting(self, job_name: str) -> dict[str, Any] | None:
-        """Staging is done; claim the job for CreateTrainingJob unless a stop came first."""
-        return self._update(
-            job_name,
-            {"secondary_status": "Starting"},
-            Attr("secondary_status").eq("Staging")
-            & (Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False)),
+    def mark_starting(
+        self,
+        job_name: str,
+        *,
+        staging: dict[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Staging is done; claim the job for CreateTrainingJob unless a stop came first.
+
+        With `staging` and `owner`, the final checkpoint is written in the same update, if
+        that staging invocation still owns the job.
+        """
+        condition = Attr("secondary_status").eq("Staging") & (
+            Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False)
         )
+        sets: dict[str, Any] = {"secondary_status": "Starting"}
+        if staging is not None:
+            sets["staging"] = staging
+        if owner is not None:
+            condition = condition & Attr("staging.owner").eq(owner)
+        return self._update(job_name, sets, condition)
+
+    # -- staging checkpoints ---------------------------------------------------------------
+    # A job being staged holds a `staging` map: its checkpoint (where the next invocation goes
+    # on, the shards written so far and the counts) and the token of the invocation that owns
+    # it. Every later write of that invocation is conditional on still owning it, so a second
+    # invocation for the same job (a duplicate message) takes over and the first one stops.
+    def _staging_update(
+        self,
+        job_name: str,
+        sets: dict[str, Any],
+        condition: Any,
+        *,
+        owner_only: bool = False,
+    ) -> dict[str, Any] | None:
+        """SET fields of a job being staged if `condition` holds; the new item, or None."""
+        names = {"#staging": "staging", "#owner": "owner"} if owner_only else {}
+        values: dict[str, Any] = {}
+        assignments = []
+        for i, (field, value) in enumerate(sets.items()):
+            values[f":s{i}"] = value
+            if owner_only:
+                assignments.append(f"#staging.#owner = :s{i}")
+            else:
+                names[f"#f{i}"] = field
+                assignments.append(f"#f{i} = :s{i}")
+        try:
+            answer = self.table.update_item(
+                Key={"job_name": job_name},
+                UpdateExpression="SET " + ", ".join(assignments),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ConditionExpression=condition
+                & Attr("job_name").exists()
+                & Attr("secondary_status").eq("Staging")
+                & ~Attr("status").is_in(list(TERMINAL_STATUSES)),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _plain(answer["Attributes"])
+
+    def claim_staging(
+        self, job_name: str, token: str, continuation: int, initial: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Own the job's staging for continuation number `continuation`.
+
+        With `initial` (the job has no checkpoint yet) the checkpoint is created; otherwise
+        the existing one is taken over if its continuation number matches. None if not.
+        """
+        if initial is not None:
+            return self._staging_update(
+                job_name, {"staging": {**initial, "owner": token}}, Attr("staging").not_exists()
+            )
+        return self._staging_update(
+            job_name,
+            {"owner": token},
+            Attr("staging.continuations").eq(continuation),
+            owner_only=True,
+        )
+
+    def checkpoint_staging(
+        self, job_name: str, token: str, state: dict[str, Any], progress: dict[str, int]
+    ) -> dict[str, Any] | None:
+        """Replace the checkpoint (and the progress fields) if this invocation still owns it."""
+        return self._staging_update(
+            job_name,
+            {"staging": {**state, "owner": token}, **progress},
+            Attr("staging.owner").eq(token),
+        )
+
+    def staging_progress(
+        self, job_name: str, token: str, progress: dict[str, int]
+    ) -> dict[str, Any] | None:
+        """Publish progress (and read the job back, stop flag included) while owning it."""
+        return self._staging_update(job_name, dict(progress), Attr("staging.owner").eq(token))
 
     def mark_sagemaker_created(self, job_name: str) -> dict[str, Any] | None:
         return self._update(job_name, {"sagemaker_job": True})

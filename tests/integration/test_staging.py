@@ -1,0 +1,654 @@
+"""Staging at scale: concurrent pages, per-page retries, shards, checkpoints, continuations
+past the Lambda time limit, crashes that resume, and stops, as the client and the bucket see
+them."""
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from aifactory import runtime
+from aifactory.staging import PageFetcher
+from tests.integration.flow import (
+    call,
+    manifest_of,
+    notify,
+    seed_request,
+    stage_pending,
+    staged_data,
+    staged_keys,
+)
+from tests.support import Context, sqs_event
+
+PAGE = 10
+
+
+def records(n: int) -> list[dict[str, Any]]:
+    return [{"text": f"record {i}", "label": "a" if i % 2 else "b"} for i in range(n)]
+
+
+def jsonl(items: list[Any]) -> bytes:
+    return b"".join(
+        json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in items
+    )
+
+
+class Endpoint:
+    """A dataset endpoint with the seed's form contract, answering concurrently, with scripted
+    faults: `faults` are answered, in order, to the first requests (any page); `by_offset`
+    answers requests for one offset (a list consumed in order, or one answer for every
+    request)."""
+
+    def __init__(
+        self,
+        items: list[Any],
+        faults: list[Response] | None = None,
+        by_offset: dict[int, Any] | None = None,
+        latency: Callable[[int], float] | None = None,
+    ) -> None:
+        self.items = items
+        self.faults = list(faults or [])
+        self.by_offset = dict(by_offset or {})
+        self.latency = latency
+        self.calls: list[tuple[int, float, int]] = []  # (offset, time, status)
+        self.on_call: Callable[[int], None] | None = None
+        self.lock = threading.Lock()
+
+    def offsets(self) -> list[int]:
+        return [offset for offset, _, _ in self.calls]
+
+    def __call__(self, request: Request) -> Response:
+        offset, size = int(request.form["offset"]), int(request.form["page_size"])
+        with self.lock:
+            answer = self.faults.pop(0) if self.faults else None
+            if answer is None and offset in self.by_offset:
+                scripted = self.by_offset[offset]
+                if isinstance(scripted, list):
+                    answer = scripted.pop(0) if scripted else None
+                else:
+                    answer = scripted
+            status = answer.status_code if answer is not None else 200
+            self.calls.append((offset, time.monotonic(), status))
+            count = len(self.calls)
+        if self.on_call is not None:
+            self.on_call(count)
+        if self.latency is not None:
+            time.sleep(self.latency(offset))
+        if answer is not None:
+            return answer
+        page = self.items[offset : offset + size]
+        body = {"type": "fetch", "offset": offset, "page_size": size, "datasets": page}
+        return Response(json.dumps(body), content_type="application/json")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HTTPServer]:
+    """A dataset server that answers requests concurrently, as a real one does."""
+    running = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def serve(server: HTTPServer) -> Iterator[Callable[[Endpoint], str]]:
+    def install(endpoint: Endpoint) -> str:
+        server.expect_request("/data").respond_with_handler(endpoint)
+        return str(server.url_for("/data"))
+
+    yield install
+    server.clear()
+
+
+def create(fns: dict[str, Any], url: str, callbacks: Any, **pagination: Any) -> str:
+    body = seed_request(url, callbacks.url, page_size=PAGE)
+    body["dataset_endpoint"]["pagination"].update(pagination)
+    status, answer, _ = call(fns, "create_training_job", body)
+    assert status == 200, answer
+    return str(answer["job_name"])
+
+
+def status_of(fns: dict[str, Any], job: str) -> dict[str, Any]:
+    return dict(call(fns, "check_training_status", {"job_name": job})[1])
+
+
+def nothing_staged(aws: Any, env: dict[str, str], job: str) -> bool:
+    bucket = env["DATA_BUCKET"]
+    listed = aws.s3.list_objects_v2(Bucket=bucket, Prefix=f"datasets/{job}/")
+    uploads = aws.s3.list_multipart_uploads(Bucket=bucket, Prefix=f"datasets/{job}/")
+    return listed.get("KeyCount", 0) == 0 and not uploads.get("Uploads")
+
+
+def no_training_job(aws: Any, job: str) -> bool:
+    summaries = aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]
+    return job not in [j["TrainingJobName"] for j in summaries]
+
+
+def job_item(aws: Any, env: dict[str, str], job: str) -> dict[str, Any]:
+    table = aws.dynamodb.Table(env["JOBS_TABLE"])
+    return dict(table.get_item(Key={"job_name": job}, ConsistentRead=True)["Item"])
+
+
+class BudgetContext(Context):
+    """A Lambda context whose time runs out once the endpoint has answered `requests` more
+    requests: a short function timeout, measured in pages rather than in seconds."""
+
+    def __init__(self, endpoint: Endpoint, requests: int) -> None:
+        self.endpoint = endpoint
+        self.start = len(endpoint.calls)
+        self.requests = requests
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return 0 if len(self.endpoint.calls) - self.start >= self.requests else 900_000
+
+
+def receive_stage(aws: Any, env: dict[str, str]) -> dict[str, Any] | None:
+    messages = aws.sqs.receive_message(
+        QueueUrl=env["STAGE_QUEUE_URL"], MaxNumberOfMessages=1, AttributeNames=["All"]
+    ).get("Messages", [])
+    return messages[0] if messages else None
+
+
+def deliver(fns: dict[str, Any], message: dict[str, Any], context: Any, receives: int = 0):
+    """Hand one StageQueue message to StageFn, with its receive count (or a given one)."""
+    count = receives or int(message["Attributes"]["ApproximateReceiveCount"])
+    event = sqs_event("stage_dataset.json", json.loads(message["Body"]), count)
+    return fns["stage_dataset"].lambda_handler(event, context)
+
+
+# -- retries ----------------------------------------------------------------------------------
+def test_transient_faults_are_retried_and_every_record_is_staged_once(
+    fns, aws, factory_env, callbacks, serve
+):
+    # Given an endpoint that answers 500 twice, then 429 with Retry-After: 1, then fine
+    items = records(95)
+    endpoint = Endpoint(
+        items,
+        faults=[
+            Response("boom", status=500),
+            Response("boom", status=500),
+            Response("slow down", status=429, headers={"Retry-After": "1"}),
+        ],
+    )
+    job = create(fns, serve(endpoint), callbacks)
+    # When the job is staged and trained
+    stage_pending(fns, aws, factory_env)
+    notify(fns, "notify_completed.json", job)
+    # Then it completed, with every record staged exactly once, in order
+    assert status_of(fns, job)["status"] == "Completed"
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    manifest = manifest_of(aws, factory_env, job)
+    assert (manifest["records"], manifest["pages"], manifest["retries"]) == (95, 10, 3)
+    # and the throttled page was asked again only after the second its answer named
+    [(offset, throttled_at, _)] = [c for c in endpoint.calls if c[2] == 429]
+    again = [t for o, t, _ in endpoint.calls if o == offset and t > throttled_at]
+    assert again and again[0] - throttled_at >= 1.0
+    assert [c.json["status"] for c in callbacks.received] == ["Completed"]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_retried_statuses(fns, aws, factory_env, callbacks, serve, status):
+    items = records(25)
+    endpoint = Endpoint(items, by_offset={10: [Response("", status=status)]})
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+    assert endpoint.offsets().count(10) == 2
+    assert manifest_of(aws, factory_env, job)["retries"] == 1
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+def test_other_client_errors_fail_at_once(fns, aws, factory_env, callbacks, serve, status):
+    endpoint = Endpoint(records(25), by_offset={10: Response("", status=status)})
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert f"dataset endpoint at offset 10 answered HTTP {status}" in final["failure_reason"]
+    assert endpoint.offsets().count(10) == 1  # never retried
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "requests"),
+    [
+        (Response("", status=404), "dataset endpoint at offset 30 answered HTTP 404", 1),
+        (
+            Response("", status=500),
+            "dataset endpoint at offset 30 answered HTTP 500 (tried 5 times)",
+            5,
+        ),
+        (Response("{", content_type="application/json"), "offset 30 returned malformed JSON", 1),
+    ],
+)
+def test_a_later_page_that_fails_for_good_fails_the_job_and_stages_nothing(
+    fns, aws, factory_env, callbacks, serve, settings_override, answer, reason, requests
+):
+    # Given shards of about one page, and an endpoint whose fourth page always fails
+    settings_override(STAGING_SHARD_BYTES="300", STAGING_CONCURRENCY="2")
+    endpoint = Endpoint(records(80), by_offset={30: answer})
+    job = create(fns, serve(endpoint), callbacks)
+    # When the job is staged (the first pages are staged in shards before the failure)
+    stage_pending(fns, aws, factory_env)
+    # Then it failed naming the offset and the cause, after the allowed attempts
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert reason in final["failure_reason"]
+    assert endpoint.offsets().count(30) == requests
+    # and nothing was left to train on: no shard, no manifest, no upload, no training job
+    assert nothing_staged(aws, factory_env, job)
+    assert no_training_job(aws, job)
+    [received] = callbacks.received
+    assert received.json["status"] == "Failed"
+    assert reason in received.json["failure_reason"]
+
+
+# -- the page window and the caps ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "latency",
+    [
+        # lower offsets slower: answers arrive in reverse order
+        lambda offset: 0.05 * (9 - min(offset // PAGE, 9)) / 9,
+        # the short page slowest: the window keeps requesting past it until it is answered
+        lambda offset: 0.5 if offset == 90 else 0.005,
+    ],
+    ids=["reversed", "slow-short-page"],
+)
+def test_pages_are_written_in_order_and_never_requested_far_past_the_end(
+    fns, aws, factory_env, callbacks, serve, latency
+):
+    # Given 10 pages, the last one short, answered out of order
+    items = records(95)
+    endpoint = Endpoint(items, latency=latency)
+    job = create(fns, serve(endpoint), callbacks)
+    # When it is staged with 8 requests in flight (a window of 16 pages)
+    stage_pending(fns, aws, factory_env)
+    # Then the records are in page order, each once
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    # and nothing was requested past the short page by more than the window
+    pages = [offset // PAGE for offset in endpoint.offsets()]
+    assert sorted(set(pages))[:10] == list(range(10))
+    assert max(pages) - 9 < 16
+    assert len(pages) == len(set(pages))  # and no page twice
+
+
+def test_one_slow_page_does_not_hold_the_others_back(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given 40 pages, the first of which takes 1 s, and 4 requests in flight
+    settings_override(STAGING_CONCURRENCY="4")
+    items = records(400)
+    endpoint = Endpoint(items, latency=lambda offset: 1.0 if offset == 0 else 0.0)
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    # While page 0 was slow, the other three requests went on through the window (8 pages)
+    asked_at = min(t for offset, t, _ in endpoint.calls if offset == 0)
+    during = [o // PAGE for o, t, _ in endpoint.calls if t < asked_at + 0.9 and o]
+    assert sorted(during) == list(range(1, 8))
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_a_dataset_exactly_at_the_page_cap_is_staged(
+    fns, aws, factory_env, callbacks, serve, settings_override, concurrency
+):
+    # Given a cap of 3 pages and a dataset of 3 pages, the last one short
+    settings_override(MAX_PAGES_CAP="3", STAGING_CONCURRENCY=concurrency)
+    endpoint = Endpoint(records(25))
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then it is staged, with exactly three requests
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+    assert sorted(endpoint.offsets()) == [0, 10, 20]
+    assert manifest_of(aws, factory_env, job)["records"] == 25
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_a_dataset_just_over_the_page_cap_fails_saying_so(
+    fns, aws, factory_env, callbacks, serve, settings_override, concurrency
+):
+    # Given a cap of 3 pages and a dataset of 3 full pages and one more record
+    settings_override(MAX_PAGES_CAP="3", STAGING_CONCURRENCY=concurrency)
+    endpoint = Endpoint(records(31))
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then it fails saying so, after exactly three requests, and leaves nothing
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert "dataset has more than 3 pages, the deployment's cap" in final["failure_reason"]
+    assert sorted(endpoint.offsets()) == [0, 10, 20]
+    assert nothing_staged(aws, factory_env, job)
+
+
+def test_max_pages_stops_at_exactly_that_many_requests(fns, aws, factory_env, callbacks, serve):
+    endpoint = Endpoint(records(200))
+    job = create(fns, serve(endpoint), callbacks, max_pages=3)
+    stage_pending(fns, aws, factory_env)
+    assert sorted(endpoint.offsets()) == [0, 10, 20]
+    assert staged_data(aws, factory_env, job) == jsonl(records(30))
+
+
+# -- shards and the manifest --------------------------------------------------------------------
+def test_shards_are_bounded_complete_objects_listed_in_the_manifest(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given shards of at most 1000 bytes
+    settings_override(STAGING_SHARD_BYTES="1000")
+    items = records(123)
+    job = create(fns, serve(Endpoint(items)), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then the records are split over several shards, each at most 1000 bytes and whole lines
+    keys = staged_keys(aws, factory_env, job)
+    assert len(keys) > 3
+    assert keys == [f"datasets/{job}/train/part-{n:05d}.jsonl" for n in range(len(keys))]
+    bucket = factory_env["DATA_BUCKET"]
+    shards = [aws.s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+    assert all(0 < len(s) <= 1000 and s.endswith(b"\n") for s in shards)
+    assert b"".join(shards) == jsonl(items)
+    # and the manifest lists each shard with its records, bytes and sha256, and the totals
+    manifest = manifest_of(aws, factory_env, job)
+    assert manifest["shards"] == [
+        {
+            "key": key,
+            "records": shard.count(b"\n"),
+            "bytes": len(shard),
+            "sha256": hashlib.sha256(shard).hexdigest(),
+        }
+        for key, shard in zip(keys, shards, strict=True)
+    ]
+    assert (manifest["records"], manifest["pages"], manifest["bytes"]) == (
+        123,
+        13,
+        len(jsonl(items)),
+    )
+    assert manifest["format"] == "application/jsonlines"
+
+
+# -- continuations past the time limit ----------------------------------------------------------
+def run_chain(fns, aws, env, endpoint, requests_per_invocation):
+    """Deliver StageQueue messages until none is left; each invocation's time runs out after
+    `requests_per_invocation` requests. Returns the messages' bodies and receive counts."""
+    seen = []
+    while (message := receive_stage(aws, env)) is not None:
+        seen.append((json.loads(message["Body"]), message["Attributes"]["ApproximateReceiveCount"]))
+        result = deliver(fns, message, BudgetContext(endpoint, requests_per_invocation))
+        assert result == {"batchItemFailures": []}
+        aws.sqs.delete_message(
+            QueueUrl=env["STAGE_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"]
+        )
+    return seen
+
+
+def test_staging_continues_past_the_time_limit_in_new_invocations(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a dataset of 30 pages and invocations whose time runs out after 5 requests
+    settings_override(STAGING_CONCURRENCY="2")
+    items = records(295)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    # When SQS delivers the staging message and every continuation
+    seen = run_chain(fns, aws, factory_env, endpoint, requests_per_invocation=5)
+    notify(fns, "notify_completed.json", job)
+    # Then staging took at least three continuations, each a new message (received once, so
+    # none used up the queue's redrive budget), numbered in order
+    assert len(seen) >= 4
+    assert [body.get("continuation", 0) for body, _ in seen] == list(range(len(seen)))
+    assert {count for _, count in seen} == {"1"}
+    # and the job completed with the served records, in order, each exactly once
+    assert status_of(fns, job)["status"] == "Completed"
+    data = staged_data(aws, factory_env, job)
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(jsonl(items)).hexdigest()
+    manifest = manifest_of(aws, factory_env, job)
+    assert manifest["continuations"] == len(seen) - 1
+    assert manifest["records"] == 295 and manifest["pages"] == 30
+
+
+def test_a_chain_longer_than_its_bound_fails_the_job(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    settings_override(STAGING_CONCURRENCY="1", STAGING_MAX_CONTINUATIONS="2")
+    endpoint = Endpoint(records(300))
+    job = create(fns, serve(endpoint), callbacks)
+    seen = run_chain(fns, aws, factory_env, endpoint, requests_per_invocation=3)
+    assert len(seen) == 3
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert "staging needed more than 2 continuations" in final["failure_reason"]
+    assert nothing_staged(aws, factory_env, job)
+    assert [c.json["status"] for c in callbacks.received] == ["Failed"]
+
+
+def test_a_stop_during_a_continuation_stops_the_job(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a job whose first invocation ran out of time and queued a continuation
+    settings_override(STAGING_CONCURRENCY="1")
+    endpoint = Endpoint(records(300))
+    job = create(fns, serve(endpoint), callbacks)
+    first = receive_stage(aws, factory_env)
+    assert deliver(fns, first, BudgetContext(endpoint, 4)) == {"batchItemFailures": []}
+    aws.sqs.delete_message(
+        QueueUrl=factory_env["STAGE_QUEUE_URL"], ReceiptHandle=first["ReceiptHandle"]
+    )
+    assert status_of(fns, job)["staged_records"] > 0
+    # When the continuation runs and the client stops the job during it
+    endpoint.on_call = lambda count: (
+        call(fns, "stop_training_job", {"job_name": job}) if count == 7 else None
+    )
+    settings_override(STAGING_STOP_CHECK_SECONDS="0.01")
+    stage_pending(fns, aws, factory_env)
+    # Then it ended Stopped soon after, with its callback, and nothing staged is left
+    assert status_of(fns, job)["status"] == "Stopped"
+    assert len(endpoint.calls) < 12
+    assert [c.json["status"] for c in callbacks.received] == ["Stopped"]
+    assert nothing_staged(aws, factory_env, job)
+    assert no_training_job(aws, job)
+
+
+def test_a_stop_while_a_page_is_slow_ends_the_job_within_seconds(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a page that takes 5 seconds to answer, and a stop requested while it does
+    settings_override(STAGING_STOP_CHECK_SECONDS="0.2")
+    endpoint = Endpoint(records(50), latency=lambda offset: 5.0 if offset == 20 else 0.0)
+    job = create(fns, serve(endpoint), callbacks)
+    threading.Timer(0.5, lambda: call(fns, "stop_training_job", {"job_name": job})).start()
+    started = time.monotonic()
+    stage_pending(fns, aws, factory_env)
+    # Then the job ended Stopped without waiting for the slow page
+    assert time.monotonic() - started < 4.0
+    assert status_of(fns, job)["status"] == "Stopped"
+    assert nothing_staged(aws, factory_env, job)
+    assert [c.json["status"] for c in callbacks.received] == ["Stopped"]
+
+
+def test_status_shows_staging_progress(fns, aws, factory_env, callbacks, serve, settings_override):
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="300")
+    seen = []
+    endpoint = Endpoint(records(60))
+    job_box: dict[str, str] = {}
+    endpoint.on_call = lambda count: seen.append(status_of(fns, job_box["job"]))
+    job_box["job"] = job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    assert {s["secondary_status"] for s in seen} == {"Staging"}
+    progress = [(s["staged_records"], s["staged_pages"]) for s in seen]
+    assert progress[0] == (0, 0)
+    assert progress == sorted(progress) and progress[-1][0] > 0 and progress[-1][1] > 0
+    # once staged the fields go away
+    assert "staged_records" not in status_of(fns, job)
+
+
+# -- crashes ----------------------------------------------------------------------------------
+def test_an_invocation_killed_mid_shard_resumes_without_duplicates(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+):
+    # Given shards of about three pages, and a fault that kills the invocation after 7 pages
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="900")
+    items = records(150)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    fetched = []
+    real_fetch = PageFetcher.fetch
+
+    def dying_fetch(self, offset, page_size):
+        fetched.append(offset)
+        if len(fetched) == 8:
+            raise RuntimeError("the invocation dies here")
+        return real_fetch(self, offset, page_size)
+
+    monkeypatch.setattr(PageFetcher, "fetch", dying_fetch)
+    message = receive_stage(aws, factory_env)
+    result = deliver(fns, message, Context())
+    # Then the message is reported failed (SQS delivers it again), nothing is half-uploaded,
+    assert len(result["batchItemFailures"]) == 1
+    bucket = factory_env["DATA_BUCKET"]
+    assert not aws.s3.list_multipart_uploads(Bucket=bucket, Prefix=f"datasets/{job}/").get(
+        "Uploads"
+    )
+    checkpoint = job_item(aws, factory_env, job)["staging"]
+    assert 0 < len(checkpoint["shards"]) < 3
+    # and the next delivery resumes from the checkpoint
+    monkeypatch.setattr(PageFetcher, "fetch", real_fetch)
+    before = len(endpoint.calls)
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    resumed = sorted(endpoint.offsets()[before:])
+    assert resumed[0] == int(checkpoint["next_page"]) * PAGE
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert manifest_of(aws, factory_env, job)["records"] == 150
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
+def fail_second_checkpoint(monkeypatch) -> None:
+    """Kill the invocation after its second shard is uploaded, before it is checkpointed."""
+    rt = runtime.get_runtime()
+    real = rt.store.checkpoint_staging
+    count = []
+
+    def dying(*args, **kwargs):
+        count.append(1)
+        if len(count) == 2:
+            raise RuntimeError("died before the checkpoint")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "checkpoint_staging", dying)
+
+
+def test_a_shard_written_before_a_crash_is_kept_not_written_twice(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+):
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="600")
+    items = records(100)
+    job = create(fns, serve(Endpoint(items)), callbacks)
+    fail_second_checkpoint(monkeypatch)
+    message = receive_stage(aws, factory_env)
+    assert deliver(fns, message, Context())["batchItemFailures"]
+    assert len(job_item(aws, factory_env, job)["staging"]["shards"]) == 1
+    assert len(staged_keys(aws, factory_env, job)) == 2  # the second shard is in S3 already
+    monkeypatch.undo()
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+
+
+def test_a_shard_is_never_overwritten_with_other_records(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+):
+    # Given a crash after the second shard was uploaded, and an endpoint whose records
+    # change before the next delivery
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="600")
+    items = records(100)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    fail_second_checkpoint(monkeypatch)
+    message = receive_stage(aws, factory_env)
+    assert deliver(fns, message, Context())["batchItemFailures"]
+    monkeypatch.undo()
+    bucket = factory_env["DATA_BUCKET"]
+    second = staged_keys(aws, factory_env, job)[1]
+    written = aws.s3.get_object(Bucket=bucket, Key=second)["Body"].read()
+    endpoint.items = [{**r, "label": "changed"} for r in items]
+    uploads = []
+    s3 = runtime.get_runtime().storage
+    real_start = s3.start_shard
+    monkeypatch.setattr(
+        s3, "start_shard", lambda key, kind: uploads.append(key) or real_start(key, kind)
+    )
+    # When it is delivered again
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    # Then the job failed rather than replace the shard, and the shard kept its records until
+    # the failure removed the dataset
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert "part-00001.jsonl was already written with other records" in final["failure_reason"]
+    assert second in uploads
+    assert written.count(b"changed") == 0
+    assert nothing_staged(aws, factory_env, job)
+
+
+def test_a_repeated_or_stale_message_stages_nothing_twice(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a job whose first invocation queued a continuation
+    settings_override(STAGING_CONCURRENCY="1")
+    items = records(60)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    first = receive_stage(aws, factory_env)
+    assert deliver(fns, first, BudgetContext(endpoint, 3)) == {"batchItemFailures": []}
+    # When the first message is delivered again (its invocation may have died before queuing)
+    calls = len(endpoint.calls)
+    assert deliver(fns, first, Context(), receives=2) == {"batchItemFailures": []}
+    # Then it stages nothing itself but queues the continuation again
+    assert len(endpoint.calls) == calls
+    aws.sqs.delete_message(
+        QueueUrl=factory_env["STAGE_QUEUE_URL"], ReceiptHandle=first["ReceiptHandle"]
+    )
+    bodies = []
+    while (message := receive_stage(aws, factory_env)) is not None:
+        bodies.append(json.loads(message["Body"]))
+        assert deliver(fns, message, Context()) == {"batchItemFailures": []}
+        aws.sqs.delete_message(
+            QueueUrl=factory_env["STAGE_QUEUE_URL"], ReceiptHandle=message["ReceiptHandle"]
+        )
+    # and the two copies of continuation 1 staged the rest once
+    assert bodies == [{"job_name": job, "continuation": 1}] * 2
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
+# -- headers HTTP cannot carry (issue 8, staging side) ------------------------------------------
+@pytest.mark.parametrize(
+    "value", ["é€", "\x01", "ok\x7f", "tab\tthen\x00", "snow☃", "\u2028", "line\nbreak"]
+)
+def test_a_dataset_header_http_cannot_send_fails_the_job_at_once(
+    fns, aws, factory_env, callbacks, serve, value
+):
+    # Given a job whose sealed dataset headers hold a value HTTP/1.1 cannot carry (written
+    # straight into the record, past the API's checks)
+    endpoint = Endpoint(records(20))
+    job = create(fns, serve(endpoint), callbacks)
+    rt = runtime.get_runtime()
+    sealed = rt.secrets.seal(job, {"callback_headers": {}, "dataset_headers": {"x-api-key": value}})
+    aws.dynamodb.Table(factory_env["JOBS_TABLE"]).update_item(
+        Key={"job_name": job},
+        UpdateExpression="SET secrets = :s",
+        ExpressionAttributeValues={":s": sealed},
+    )
+    # When it is staged (stage_pending asserts the message is not retried)
+    stage_pending(fns, aws, factory_env)
+    # Then it failed at once, naming the header and not its value, and the client was told
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert "header 'x-api-key' cannot be sent over HTTP" in final["failure_reason"]
+    assert value not in final["failure_reason"]
+    assert endpoint.calls == []
+    [received] = callbacks.received
+    assert (received.json["status"], received.json["model"]) == ("Failed", None)
+    assert "header 'x-api-key'" in received.json["failure_reason"]
+    assert nothing_staged(aws, factory_env, job)
