@@ -370,6 +370,8 @@ class LocalFactory:
             s3.delete_bucket(Bucket=bucket)
         with contextlib.suppress(Exception):
             self.client("dynamodb").delete_table(TableName=self.env["JOBS_TABLE"])
+        with contextlib.suppress(Exception):
+            self.client("dynamodb").delete_table(TableName=self.env["IDEMPOTENCY_TABLE"])
         sqs = self.client("sqs")
         queues = (
             "STAGE_QUEUE_URL",

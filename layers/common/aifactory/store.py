@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError, ParamValidationError
 
@@ -15,6 +15,11 @@ from aifactory.errors import BadRequest
 from aifactory.models import TERMINAL_STATUSES
 
 OWNER_INDEX = "owner-created_at-index"
+# Sparse: only jobs whose end or callback is not settled yet carry SWEEP_KEY, so the
+# reconciler reads those and never scans the table.
+SWEEP_INDEX = "sweep-index"
+SWEEP_KEY = "sweep"
+SWEEP_OPEN = "open"
 _deserializer = TypeDeserializer()
 
 
@@ -97,18 +102,19 @@ class JobStore:
         """SET (and REMOVE) fields if `condition` holds; the new item, or None if it did not."""
         names = {f"#{i}": key for i, key in enumerate(sets)}
         values = {f":{i}": value for i, value in enumerate(sets.values())}
-        expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets)))
+        expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets))) if sets else ""
         if removes:
             offset = len(sets)
             names.update({f"#{offset + i}": key for i, key in enumerate(removes)})
             expression += " REMOVE " + ", ".join(f"#{offset + i}" for i in range(len(removes)))
         kwargs: dict[str, Any] = {
             "Key": {"job_name": job_name},
-            "UpdateExpression": expression,
+            "UpdateExpression": expression.strip(),
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
         condition = Attr("job_name").exists() if condition is None else condition
         kwargs["ConditionExpression"] = condition & Attr("job_name").exists()
         try:
@@ -182,6 +188,7 @@ class JobStore:
                 {
                     "callback_state": "sending",
                     "callback_claimed_at": now_iso,
+                    "callback_started_at": now_iso,
                     "callback_attempts": 0,
                 },
                 condition,
@@ -190,12 +197,89 @@ class JobStore:
         )
 
     def record_delivery(
-        self, job_name: str, state: str, attempts: int, error: str | None = None
+        self,
+        job_name: str,
+        state: str,
+        attempts: int,
+        error: str | None = None,
+        *,
+        last_attempt_at: str | None = None,
+        next_attempt_at: str | None = None,
+        generation: int | None = None,
     ) -> None:
+        """Record how delivery stands. With `generation`, only while no replay superseded it."""
         sets: dict[str, Any] = {"callback_state": state, "callback_attempts": attempts}
+        removes: list[str] = []
         if error:
             sets["callback_last_error"] = error
-        self._update(job_name, sets, removes=() if error else ("callback_last_error",))
+        else:
+            removes.append("callback_last_error")
+        if last_attempt_at:
+            sets["callback_last_attempt_at"] = last_attempt_at
+        if next_attempt_at:
+            sets["callback_next_attempt_at"] = next_attempt_at
+        else:
+            removes.append("callback_next_attempt_at")
+        if state in ("delivered", "failed"):
+            removes.append(SWEEP_KEY)  # settled: the reconciler has nothing left to do
+        condition: Any = None
+        if generation is not None:
+            condition = Attr("callback_generation").eq(generation)
+            if generation == 0:
+                condition = condition | Attr("callback_generation").not_exists()
+        self._update(job_name, sets, condition, removes=tuple(removes))
+
+    def restart_callback(self, job_name: str, now_iso: str) -> int | None:
+        """Start a new generation of a finished job's callback (a replay); its number."""
+        generation = int((self.get(job_name) or {}).get("callback_generation", 0)) + 1
+        updated = self._update(
+            job_name,
+            {
+                "callback_generation": generation,
+                "callback_state": "sending",
+                "callback_claimed_at": now_iso,
+                "callback_started_at": now_iso,
+                "callback_attempts": 0,
+                SWEEP_KEY: SWEEP_OPEN,
+            },
+            Attr("status").is_in(list(TERMINAL_STATUSES))
+            & (
+                Attr("callback_generation").not_exists()
+                | Attr("callback_generation").eq(generation - 1)
+            ),
+            removes=("callback_last_error", "callback_next_attempt_at"),
+        )
+        return generation if updated is not None else None
+
+    def sweep_candidates(self) -> list[str]:
+        """Jobs whose end or callback is not settled, from the sparse sweep index."""
+        names: list[str] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": Key(SWEEP_KEY).eq(SWEEP_OPEN),
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            names.extend(str(item["job_name"]) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return names
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def settle_sweep(self, job_name: str) -> None:
+        """Take a job out of the sweep index."""
+        self._update(job_name, {}, removes=(SWEEP_KEY,))
+
+    def mark_staging_requeued(self, job_name: str, now_iso: str) -> bool:
+        """Record that the reconciler re-queued a stuck staging job, once."""
+        return (
+            self._update(
+                job_name,
+                {"staging_requeued_at": now_iso},
+                Attr("secondary_status").is_in(["Staging", "Starting"])
+                & Attr("staging_requeued_at").not_exists(),
+            )
+            is not None
+        )
 
 
 def _check_token(token: str, owner: str) -> None:
