@@ -66,9 +66,7 @@ def claimed_long_ago(aws, factory_env, job, seconds_ago):
 
 
 # -- the stale claim (issue: taking over a crashed delivery) ------------------------------------
-def test_a_repeated_event_leaves_a_fresh_claim_alone(
-    fns, aws, factory_env, callbacks, httpserver
-):
+def test_a_repeated_event_leaves_a_fresh_claim_alone(fns, aws, factory_env, callbacks, httpserver):
     # Given a callback claimed one minute ago by an invocation that is still sending
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     claimed_long_ago(aws, factory_env, job, 60)
