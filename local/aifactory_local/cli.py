@@ -65,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="run other images for real with `docker run IMAGE train` (needs an engine)",
         )
+        sub.add_argument(
+            "--callback-retry-base",
+            type=int,
+            default=2,
+            metavar="SECONDS",
+            help="callback backoff base (deployed: 60); the cap, the 72-hour retry window and "
+            "the stale-claim window scale with it (default 2)",
+        )
+        sub.add_argument(
+            "--reconcile-interval",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="how often the reconciler sweeps (deployed: every 5 minutes; default 10)",
+        )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
     serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
@@ -105,6 +120,8 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         state_dir=args.state_dir,
         trainers=dict(args.trainer),
         docker=args.docker,
+        callback_retry_base_seconds=args.callback_retry_base,
+        reconcile_interval_seconds=args.reconcile_interval,
         **kwargs,
     )
 
