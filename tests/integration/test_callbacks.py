@@ -498,3 +498,27 @@ def test_get_model_url_is_409_when_the_job_has_no_model(
     assert status == 409 and answer["status"] == "error" and "no model" in answer["message"]
     notify(fns, "notify_completed.json", job)  # moto wrote no model.tar.gz
     assert call(fns, "get_model_url", {"job_name": job})[0] == 409
+
+
+def test_a_dead_letter_moved_back_gets_one_more_attempt(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
+):
+    # Given a callback that ended in the dead-letter queue after its retry window
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [500, 500]
+    notify(fns, "notify_completed.json", job)
+    clock.advance(72 * HOUR)
+    assert fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context()) == {
+        "batchItemFailures": []
+    }
+    [dead] = aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_DLQ_URL"])["Messages"]
+    assert status_of(fns, job)["callback"]["state"] == "failed"
+    # When the operator moves it back once the receiver works again
+    aws.sqs.send_message(QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"], MessageBody=dead["Body"])
+    result = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then it is delivered, and the job says so
+    assert result == {"batchItemFailures": []}
+    assert len(callbacks.for_job(job)) == 3
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
