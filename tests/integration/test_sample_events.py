@@ -65,7 +65,12 @@ def test_notify_sample_events(fns, name, callbacks):
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULED))
-def test_scheduled_sample_events(fns, name, callbacks):
-    # A sweep reports what it checked and repaired; whatever it finds, it sends no stray callback.
+def test_scheduled_sample_events(fns, name, aws, factory_env):
+    # Earlier tests' unsettled jobs leave the sweep index first: repairing them here would
+    # send their callbacks into later tests.
+    jobs = aws.dynamodb.Table(factory_env["JOBS_TABLE"])
+    for item in jobs.scan(ProjectionExpression="job_name, sweep").get("Items", []):
+        if "sweep" in item:
+            jobs.update_item(Key={"job_name": item["job_name"]}, UpdateExpression="REMOVE sweep")
     counts = fns[SCHEDULED[name]].lambda_handler(load_event(name), Context())
     assert set(counts) == {"checked", "ended", "callbacks", "requeued", "failed"}
