@@ -217,3 +217,27 @@ def test_the_reconciler_reads_only_open_jobs_from_the_sparse_index(
     assert open_job in candidates
     assert settled not in candidates
     stage_pending(fns, aws, factory_env)
+
+
+def test_a_lost_end_is_applied_even_when_sagemaker_gives_no_modification_time(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    from botocore.stub import ANY, Stubber
+
+    from aifactory import aws as aws_clients
+
+    # Given a job whose events reached Training, then its Completed event was lost
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Training", LastModifiedTime=1000)
+    described = aws.sagemaker.describe_training_job(TrainingJobName=job)
+    described.pop("ResponseMetadata")
+    described.pop("LastModifiedTime", None)
+    described.pop("TrainingEndTime", None)
+    # When the reconciler sweeps and SageMaker's answer carries no times
+    with Stubber(aws_clients.client("sagemaker")) as stub:
+        for _ in range(3):  # the sweep, then the callback it sends
+            stub.add_response("describe_training_job", described, {"TrainingJobName": ANY})
+        sweep(fns)
+    # Then the job is Completed, not left InProgress beside a Completed callback
+    assert status_of(fns, job)["status"] == "Completed"
+    assert len(callbacks.for_job(job)) == 1

@@ -78,7 +78,10 @@ def _lost_end(rt: Runtime, job: dict[str, Any]) -> str | None:
         "TrainingJobStatus": status,
         "SecondaryStatus": described.get("SecondaryStatus"),
         "FailureReason": described.get("FailureReason"),
-        "LastModifiedTime": _millis(described.get("LastModifiedTime")),
+        # The end must not lose to the events before it: without SageMaker's own time, now.
+        "LastModifiedTime": _millis(described.get("LastModifiedTime"))
+        or _millis(described.get("TrainingEndTime"))
+        or _millis(timefmt.now()),
         "TrainingEndTime": _millis(described.get("TrainingEndTime")),
     }
     logger.warning(
