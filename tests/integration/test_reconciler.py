@@ -108,6 +108,7 @@ def test_a_notifier_killed_between_claim_and_send_still_delivers_once_after_a_sw
         # and Lambda's async retries of the event, which find the claim taken
         notify(fns, "notify_completed.json", job)
     assert callbacks.for_job(job) == []
+    assert status_of(fns, job)["callback"]["state"] == "delivering"
     # When the reconciler sweeps within the stale window, it leaves the claim alone
     sweep(fns)
     assert callbacks.for_job(job) == []
@@ -241,3 +242,29 @@ def test_a_lost_end_is_applied_even_when_sagemaker_gives_no_modification_time(
     # Then the job is Completed, not left InProgress beside a Completed callback
     assert status_of(fns, job)["status"] == "Completed"
     assert len(callbacks.for_job(job)) == 1
+
+
+def test_a_replay_whose_queue_message_was_lost_is_delivered_by_a_sweep(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    from aifactory.runtime import get_runtime
+
+    clock = Clock(monkeypatch)
+    # Given a finished job, delivered once
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    # When the client replays it, and the retry queue refuses the message
+    queues = get_runtime().queues
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("queue unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(queues, "send", refuse)
+        assert call(fns, "redeliver_callback", {"job_name": job})[0] == 500
+    # Then a sweep after the stale window sends the replay, once
+    clock.advance(600)
+    sweep(fns)
+    sweep(fns)
+    assert len(callbacks.for_job(job)) == 2
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
