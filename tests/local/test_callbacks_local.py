@@ -1,20 +1,17 @@
-"""Signed callbacks under the local Factory: the receiver's verdict, replay through the local
-API, and the schedule the local options scale."""
+"""Signed callbacks locally: the receiver's verdict, and the schedule the local options scale.
+(Replay through the local API runs with the other local Factory tests, in test_factory.py.)"""
 
 import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from standardwebhooks import Webhook
 
 from aifactory_local.callback_receiver import ReceivedCallback, verify
-from aifactory_local.factory import LocalFactory, scaled_callback_schedule
-from tests.local.conftest import Client
+from aifactory_local.factory import scaled_callback_schedule
 
 SECRET = "whsec_" + base64.b64encode(b"local-signing-key-0123456789").decode()
-NO_TRAINER_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/nothing:here"
 
 
 def signed(body: bytes, moment: datetime, secret: str = SECRET) -> ReceivedCallback:
@@ -67,33 +64,3 @@ def test_callback_retry_base_scales_the_whole_schedule() -> None:
     scaled = scaled_callback_schedule(2)
     assert scaled["CALLBACK_RETRY_CAP_SECONDS"] == "1440"
     assert scaled["CALLBACK_RETRY_WINDOW_SECONDS"] == "8640"
-
-
-def test_a_signed_job_is_verified_and_replayed_through_the_local_api(
-    factory: LocalFactory, alice: Client, payload: Any, receiver: Any
-) -> None:
-    # Given a job created with a signing secret, which ends
-    body = payload(image=NO_TRAINER_IMAGE)
-    body["callback_url"]["signing_secret"] = SECRET
-    job_name = alice.create(body)
-    alice.wait_terminal(job_name)
-    first = receiver.wait_for_job(job_name, timeout=30)
-    assert first is not None and verify(first, SECRET)[0]
-    # When the client asks for it again through the local API
-    response = alice.post("redeliver_callback", {"job_name": job_name})
-    assert response.status_code == 202, response.text
-    assert response.json() == {"status": "accepted", "job_name": job_name}
-    # Then a second, freshly signed delivery arrives with the same webhook-id
-    second = receiver.wait_for(lambda c: len(receiver.for_job(job_name)) >= 2, timeout=30)
-    assert second is not None
-    replayed = receiver.for_job(job_name)[1]
-    assert verify(replayed, SECRET)[0]
-    assert replayed.headers["webhook-id"] == first.headers["webhook-id"] == f"msg_{job_name}"
-    # and the local API serves the other new route too, with the seed's error shape
-    no_model = alice.post("get_model_url", {"job_name": job_name})
-    assert no_model.status_code == 409 and no_model.json()["status"] == "error"
-
-
-def test_the_local_factory_runs_the_reconciler_on_a_timer(factory: LocalFactory) -> None:
-    assert [timer.function.name for timer in factory.timers] == ["ReconcileFn"]
-    assert all(timer.interval <= 60 for timer in factory.timers)
