@@ -55,7 +55,7 @@ def scaled_callback_schedule(base_seconds: int) -> dict[str, str]:
     by --callback-retry-base: base 2 s makes the cap 24 min and the window 2.4 h."""
     factor = base_seconds / 60
     return {
-        "CALLBACK_RETRY_CAP_SECONDS": str(max(1, min(43200, round(43200 * factor)))),
+        "CALLBACK_RETRY_CAP_SECONDS": str(max(1, min(42900, round(42900 * factor)))),
         "CALLBACK_RETRY_WINDOW_SECONDS": str(round(259200 * factor)),
         "CALLBACK_STALE_CLAIM_SECONDS": str(max(5, round(300 * factor))),
     }

@@ -57,10 +57,10 @@ def test_the_receiver_rejects_another_secret_and_missing_headers() -> None:
 
 def test_callback_retry_base_scales_the_whole_schedule() -> None:
     assert scaled_callback_schedule(60) == {
-        "CALLBACK_RETRY_CAP_SECONDS": "43200",
+        "CALLBACK_RETRY_CAP_SECONDS": "42900",
         "CALLBACK_RETRY_WINDOW_SECONDS": "259200",
         "CALLBACK_STALE_CLAIM_SECONDS": "300",
     }
     scaled = scaled_callback_schedule(2)
-    assert scaled["CALLBACK_RETRY_CAP_SECONDS"] == "1440"
+    assert scaled["CALLBACK_RETRY_CAP_SECONDS"] == "1430"
     assert scaled["CALLBACK_RETRY_WINDOW_SECONDS"] == "8640"

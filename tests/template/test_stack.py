@@ -409,7 +409,7 @@ DOCUMENTED_DEFAULTS = {
     # A safety bound on receives only: the retry window ends the schedule.
     "CallbackMaxAttempts": 100,
     "CallbackRetryBaseSeconds": 60,
-    "CallbackRetryCapSeconds": 43200,
+    "CallbackRetryCapSeconds": 42900,
     "CallbackRetryWindowSeconds": 259200,
     "ReconcileIntervalMinutes": 5,
     "PresignExpiresSeconds": 604800,

@@ -34,8 +34,10 @@ from aifactory.runtime import Runtime
 from aifactory.settings import Settings
 
 MAX_CALLBACK_RESPONSE_BYTES = 64 * 1024
-# SQS caps a visibility timeout at 12 hours, and DelaySeconds at 15 minutes.
-MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+# SQS keeps a received message hidden for at most 12 hours counted from the receive, and
+# refuses a ChangeMessageVisibility past that; the attempt has already used up to RetryFn's
+# timeout of it, so the longest wait asked for is 5 minutes short. DelaySeconds caps at 15 min.
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60 - 300
 MAX_DELAY_SECONDS = 900
 WEBHOOK_ID_PREFIX = "msg_"
 _WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")

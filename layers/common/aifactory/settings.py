@@ -36,7 +36,7 @@ class Settings(BaseModel):
     # failing for the retry window; then one last attempt, and the message goes to the DLQ.
     callback_dlq_url: str = Field(alias="CALLBACK_DLQ_URL", default="")
     callback_retry_cap_seconds: int = Field(
-        alias="CALLBACK_RETRY_CAP_SECONDS", default=43200, ge=1, le=43200
+        alias="CALLBACK_RETRY_CAP_SECONDS", default=42900, ge=1, le=42900
     )
     callback_retry_window_seconds: int = Field(
         alias="CALLBACK_RETRY_WINDOW_SECONDS", default=72 * 3600, ge=0
