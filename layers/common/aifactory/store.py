@@ -102,19 +102,18 @@ class JobStore:
         """SET (and REMOVE) fields if `condition` holds; the new item, or None if it did not."""
         names = {f"#{i}": key for i, key in enumerate(sets)}
         values = {f":{i}": value for i, value in enumerate(sets.values())}
-        expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets))) if sets else ""
+        expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets)))
         if removes:
             offset = len(sets)
             names.update({f"#{offset + i}": key for i, key in enumerate(removes)})
             expression += " REMOVE " + ", ".join(f"#{offset + i}" for i in range(len(removes)))
         kwargs: dict[str, Any] = {
             "Key": {"job_name": job_name},
-            "UpdateExpression": expression.strip(),
+            "UpdateExpression": expression,
             "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
         condition = Attr("job_name").exists() if condition is None else condition
         kwargs["ConditionExpression"] = condition & Attr("job_name").exists()
         try:
@@ -267,7 +266,11 @@ class JobStore:
 
     def settle_sweep(self, job_name: str) -> None:
         """Take a job out of the sweep index."""
-        self._update(job_name, {}, removes=(SWEEP_KEY,))
+        self.table.update_item(
+            Key={"job_name": job_name},
+            UpdateExpression="REMOVE #sweep",
+            ExpressionAttributeNames={"#sweep": SWEEP_KEY},
+        )
 
     def mark_staging_requeued(self, job_name: str, now_iso: str) -> bool:
         """Record that the reconciler re-queued a stuck staging job, once."""
