@@ -196,6 +196,7 @@ def test_without_a_secret_the_callback_is_unsigned_but_identified(
         "whsec_" + "A" * 300,
         "",
     ],
+    ids=["no-prefix", "empty-key", "23-bytes", "65-bytes", "not-base64", "over-long", "empty"],
 )
 def test_a_malformed_signing_secret_is_refused_without_being_echoed(
     fns, callbacks, httpserver, secret
