@@ -1,9 +1,13 @@
-"""POST /create_training_job: validate, record the job, queue its staging, answer at once."""
+"""POST /create_training_job: validate, record the job, queue its staging, answer at once.
+
+With an Idempotency-Key header, a retried request gets the first answer instead of a second
+job (for 24 hours, per owner and key).
+"""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import jobs
-from aifactory.api import make_resolver, request
+from aifactory import idempotency, jobs
+from aifactory.api import make_resolver, parse_body, request
 from aifactory.log import logger
 from aifactory.models import CreateTrainingJobRequest
 from aifactory.runtime import get_runtime
@@ -16,8 +20,19 @@ app = make_resolver()
 
 @app.post("/create_training_job")
 def create_training_job() -> dict[str, str]:
+    key = idempotency.key_from(app.current_event.headers)
     rt, owner, body = request(app, CreateTrainingJobRequest)
-    return jobs.create_job(rt, owner, body)
+    if key is None:
+        return jobs.create_job(rt, owner, body)
+    answer = idempotency.once(
+        rt,
+        owner=owner,
+        key=key,
+        body=parse_body(app.current_event.raw_event),
+        context=app.lambda_context,
+        create=lambda: jobs.create_job(rt, owner, body),
+    )
+    return {str(k): str(v) for k, v in answer.items()}
 
 
 @logger.inject_lambda_context

@@ -1,4 +1,4 @@
-"""CallbackRetryQueue consumer: try a failed callback again, with backoff."""
+"""CallbackRetryQueue consumer: try a failed (or replayed) callback again, with backoff."""
 
 import json
 
@@ -23,11 +23,15 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def record_handler(record: SQSRecord) -> None:
+    message = json.loads(record.body)
     retry_delivery(
         get_runtime(),
-        json.loads(record.body)["job_name"],
+        message["job_name"],
         receive_count=int(record.attributes.approximate_receive_count or 1),
         receipt_handle=record.receipt_handle,
+        # A replay starts a new generation; older messages are dropped.
+        generation=int(message.get("generation", 0)),
+        first_attempt=int(message.get("first_attempt", 2)),
     )
 
 

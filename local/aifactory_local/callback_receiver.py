@@ -1,8 +1,9 @@
 """A callback receiver for the demo and the tests: records every POST it gets.
 
-From a shell, it prints each callback it receives:
+From a shell, it prints each callback it receives, and with the job's signing secret it
+verifies each one (Standard Webhooks) and prints the verdict:
 
-    python -m aifactory_local.callback_receiver --port 8901
+    python -m aifactory_local.callback_receiver --port 8901 --secret whsec_...
 """
 
 import argparse
@@ -13,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from aifactory_local.httpserver import BackgroundServer, QuietHandler, wait_for_interrupt
 
@@ -102,6 +106,19 @@ class CallbackReceiver:
         return self.wait_for(lambda c: _job_of(c) == job_name, timeout)
 
 
+def verify(callback: ReceivedCallback, secret: str) -> tuple[bool, str]:
+    """Check a callback's Standard Webhooks signature and timestamp (5 minutes' tolerance),
+    as a client's receiver would. Returns (genuine, verdict)."""
+    try:
+        Webhook(secret).verify(callback.body, callback.headers)
+    except WebhookVerificationError as exc:
+        return False, f"REJECTED: {exc}"
+    except (ValueError, TypeError) as exc:  # a header that is not even well-formed
+        return False, f"REJECTED: malformed signature headers ({type(exc).__name__})"
+    msg_id = next((v for k, v in callback.headers.items() if k.lower() == "webhook-id"), None)
+    return True, f"verified (webhook-id {msg_id})"
+
+
 def _job_of(callback: ReceivedCallback) -> str | None:
     try:
         return str(callback.json.get("job_name"))
@@ -116,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8901)
+    parser.add_argument(
+        "--secret",
+        metavar="whsec_...",
+        help="the job's signing_secret: verify every callback's signature and print the verdict",
+    )
     args = parser.parse_args(argv)
 
     def show(callback: ReceivedCallback) -> None:
@@ -124,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             text = callback.body.decode("utf-8", "replace")
         print(f"POST {callback.path}\n{text}", flush=True)
+        if args.secret:
+            print(f"signature: {verify(callback, args.secret)[1]}", flush=True)
 
     receiver = CallbackReceiver(args.host, args.port, on_receive=show).start()
     print(f"receiving callbacks at {receiver.server.url}/<any path> (Ctrl-C stops)", flush=True)

@@ -95,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
             "of the template's; handlers see it in context.get_remaining_time_in_millis(). "
             "StageFn=30 makes staging continue in a new invocation every 30 s. Repeatable",
         )
+        sub.add_argument(
+            "--callback-retry-base",
+            type=int,
+            default=2,
+            metavar="SECONDS",
+            help="callback backoff base (deployed: 60); the cap, the 72-hour retry window and "
+            "the stale-claim window scale with it (default 2)",
+        )
+        sub.add_argument(
+            "--reconcile-interval",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="how often the reconciler sweeps (deployed: every 5 minutes; default 10)",
+        )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
     serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
@@ -146,6 +161,8 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         docker=args.docker,
         allowed_image_prefixes=args.allowed_image_prefix,
         function_timeouts=dict(args.function_timeout),
+        callback_retry_base_seconds=args.callback_retry_base,
+        reconcile_interval_seconds=args.reconcile_interval,
         **kwargs,
     )
 

@@ -35,6 +35,7 @@ from aifactory_local.lambdas import (
 )
 from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
+from aifactory_local.schedules import ScheduleTimer
 from aifactory_local.template import load_template, parameter_default, resolve
 from aifactory_local.training import STOP_GRACE_SECONDS, TrainerResolver
 
@@ -52,6 +53,17 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=60
 )
+
+
+def scaled_callback_schedule(base_seconds: int) -> dict[str, str]:
+    """The deployed schedule (base 60 s, cap 12 h, window 72 h, stale claim 5 min), scaled
+    by --callback-retry-base: base 2 s makes the cap 24 min and the window 2.4 h."""
+    factor = base_seconds / 60
+    return {
+        "CALLBACK_RETRY_CAP_SECONDS": str(max(1, min(42900, round(42900 * factor)))),
+        "CALLBACK_RETRY_WINDOW_SECONDS": str(round(259200 * factor)),
+        "CALLBACK_STALE_CLAIM_SECONDS": str(max(5, round(300 * factor))),
+    }
 
 
 def generate_api_key() -> str:
@@ -81,6 +93,7 @@ class LocalFactory:
         allowed_image_prefixes: tuple[str, ...] | list[str] = (),
         function_timeouts: dict[str, float] | None = None,
         environment: dict[str, str] | None = None,
+        reconcile_interval_seconds: float = 10.0,
     ) -> None:
         """`function_timeouts` overrides template Timeouts (logical id -> seconds);
         `environment` overrides the functions' environment variables (e.g. settings)."""
@@ -97,6 +110,8 @@ class LocalFactory:
         self.allowed_image_prefixes = tuple(allowed_image_prefixes)
         self.function_timeouts = dict(function_timeouts or {})
         self.environment = dict(environment or {})
+        self.reconcile_interval_seconds = reconcile_interval_seconds
+        self.timers: list[ScheduleTimer] = []
         self.env: dict[str, str] = {}
         self.functions: dict[str, LocalFunction] = {}
         self.moto: ThreadedMotoServer | None = None
@@ -238,6 +253,16 @@ class LocalFactory:
                 poller.start()
                 self.pollers.append(poller)
 
+        # The template's schedules (the reconciler), every few seconds instead of minutes.
+        for function in self.functions.values():
+            for event_name, event in function.spec.events.items():
+                if event.get("Type") == "Schedule":
+                    timer = ScheduleTimer(
+                        f"{function.name}{event_name}", function, self.reconcile_interval_seconds
+                    )
+                    timer.start()
+                    self.timers.append(timer)
+
         routes = {}
         for function in self.functions.values():
             for props in function.spec.events_of_type("Api"):
@@ -261,9 +286,12 @@ class LocalFactory:
         self._started = False
         for poller in self.pollers:
             poller.request_stop()
+        for timer in self.timers:
+            timer.request_stop()
         steps: list[tuple[str, Callable[[], object]]] = [
             *([("API", self.api.stop)] if self.api else []),
             *[("queue poller", poller.stop) for poller in self.pollers],
+            *[("schedule", timer.stop) for timer in self.timers],
             *([("training jobs", self.sagemaker.close)] if self.sagemaker else []),
             *([("event bus", self.bus.stop)] if self.bus else []),
             *([("SageMaker server", self.sagemaker_server.stop)] if self.sagemaker_server else []),
@@ -278,6 +306,7 @@ class LocalFactory:
             except Exception:
                 log.exception("stopping the %s failed", name)
         self.pollers = []
+        self.timers = []
         self.api = None
         with LocalFactory._active_lock:
             if LocalFactory._active is self:
@@ -310,6 +339,7 @@ class LocalFactory:
                 # machine unless --strict-egress.
                 "ALLOWED_IMAGE_PREFIXES": ",".join(self.allowed_image_prefixes) or "*",
                 "CALLBACK_RETRY_BASE_SECONDS": str(self.callback_retry_base_seconds),
+                **scaled_callback_schedule(self.callback_retry_base_seconds),
                 "ALLOW_PRIVATE_URLS": "false" if self.strict_egress else "true",
                 "AWS_DEFAULT_REGION": provisioning.REGION,
                 "AWS_REGION": provisioning.REGION,
@@ -390,6 +420,8 @@ class LocalFactory:
             s3.delete_bucket(Bucket=bucket)
         with contextlib.suppress(Exception):
             self.client("dynamodb").delete_table(TableName=self.env["JOBS_TABLE"])
+        with contextlib.suppress(Exception):
+            self.client("dynamodb").delete_table(TableName=self.env["IDEMPOTENCY_TABLE"])
         sqs = self.client("sqs")
         queues = (
             "STAGE_QUEUE_URL",

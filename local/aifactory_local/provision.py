@@ -69,6 +69,16 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
         ]
     _client("dynamodb", endpoint_url).create_table(**table_args)
 
+    # Powertools Idempotency's table, keyed and expiring as the template says.
+    idempotency_props = resource("IdempotencyTable", template)["Properties"]
+    idempotency_table = f"{prefix}-idempotency"
+    _client("dynamodb", endpoint_url).create_table(
+        TableName=idempotency_table,
+        KeySchema=idempotency_props["KeySchema"],
+        AttributeDefinitions=idempotency_props["AttributeDefinitions"],
+        BillingMode=idempotency_props.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+
     sqs = _client("sqs", endpoint_url)
     stage_dlq_url, stage_dlq_arn = _queue(sqs, f"{prefix}-stage-dlq", "StageDLQ")
     stage_url, _ = _queue(sqs, f"{prefix}-stage", "StageQueue", stage_dlq_arn)
@@ -93,4 +103,9 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
         "CALLBACK_RETRY_BASE_SECONDS": str(resolve({"Ref": "CallbackRetryBaseSeconds"}, template)),
         "PRESIGN_EXPIRES_SECONDS": str(resolve({"Ref": "PresignExpiresSeconds"}, template)),
         "ALLOW_PRIVATE_URLS": "false",
+        "IDEMPOTENCY_TABLE": idempotency_table,
+        "CALLBACK_RETRY_CAP_SECONDS": str(resolve({"Ref": "CallbackRetryCapSeconds"}, template)),
+        "CALLBACK_RETRY_WINDOW_SECONDS": str(
+            resolve({"Ref": "CallbackRetryWindowSeconds"}, template)
+        ),
     }

@@ -24,6 +24,9 @@ FUNCTIONS = (
     "stage_dataset",
     "notify",
     "retry_callback",
+    "redeliver_callback",
+    "get_model_url",
+    "reconcile",
 )
 
 

@@ -241,14 +241,31 @@ def test_stale_events_do_not_move_the_job_backwards(fns, aws, factory_env, callb
 def test_failed_training_calls_back_with_the_failure_reason(
     fns, aws, factory_env, callbacks, httpserver
 ):
+    from botocore.stub import ANY, Stubber
+
+    from aifactory import aws as aws_clients
+
+    # Given a training job that SageMaker reports failed, with its reason and no model
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    notify(fns, "notify_failed.json", job)
+    reason = "AlgorithmError: the trainer ran out of memory"
+    described = aws.sagemaker.describe_training_job(TrainingJobName=job)
+    described.pop("ResponseMetadata")
+    described.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=reason)
+    # When its Failed event arrives
+    with Stubber(aws_clients.client("sagemaker")) as stub:
+        stub.add_response("describe_training_job", described, {"TrainingJobName": ANY})
+        notify(fns, "notify_failed.json", job, FailureReason=reason)
+    # Then the job and its one callback say Failed, with the reason, and no model or log
     status = status_of(fns, job)
-    assert status["status"] == "Failed"
-    assert status["failure_reason"].startswith("AlgorithmError")
-    # moto's DescribeTrainingJob reports Completed; the callback follows SageMaker's word
+    assert (status["status"], status["failure_reason"]) == ("Failed", reason)
     [received] = callbacks.received
-    assert received.json["job_name"] == job
+    callback = received.json
+    assert callback["job_name"] == job
+    assert callback["status"] == "Failed"
+    assert callback["failure_reason"] == reason
+    assert callback["model"] is None
+    assert callback["log"] is None
+    assert callback["model_s3_uri"] is None
 
 
 def test_events_for_jobs_of_no_factory_are_ignored(fns, callbacks):
@@ -345,44 +362,55 @@ def test_failed_delivery_is_retried_until_it_succeeds(
 
 
 def test_undeliverable_callback_ends_in_the_dead_letter_queue(
-    fns, aws, factory_env, callbacks, httpserver, settings_override
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
 ):
-    # Given a receiver that always fails
+    from datetime import timedelta
+
+    from aifactory import timefmt
+
+    # Given a receiver that always fails, and a clock the test moves
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    moment = [timefmt.now()]
+    monkeypatch.setattr(timefmt, "now", lambda: moment[0])
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     callbacks.fail_with = [500] * 20
     notify(fns, "notify_completed.json", job)
-    max_attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
-    # When SQS delivers the retry message as often as its redrive policy allows
-    for _ in range(max_attempts):
-        event = receive_retry(aws, factory_env)
-        result = fns["retry_callback"].lambda_handler(event, Context())
-        assert result["batchItemFailures"]
-    # Then the client was tried 1 + max_attempts times, the record says it failed,
-    assert len(callbacks.received) == 1 + max_attempts
+    retry = fns["retry_callback"].lambda_handler
+    # When it is retried within the retry window, it stays queued
+    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
+    # and when the window has passed, the next failed attempt is the last
+    window = int(factory_env["CALLBACK_RETRY_WINDOW_SECONDS"])
+    moment[0] += timedelta(seconds=window)
+    assert retry(receive_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
+    # Then the client was tried three times, the record says it failed,
+    assert len(callbacks.received) == 3
     item = job_item(aws, factory_env, job)
     assert item["callback_state"] == "failed"
-    assert int(item["callback_attempts"]) == 1 + max_attempts
+    assert int(item["callback_attempts"]) == 3
     assert item["callback_last_error"] == "callback answered HTTP 500"
-    # and once its visibility timeout passes, SQS moves it to the dead-letter queue
-    aws.sqs.change_message_visibility(
-        QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"],
-        ReceiptHandle=event["Records"][0]["receiptHandle"],
-        VisibilityTimeout=0,
-    )
+    # and the message left the retry queue for the dead-letter queue
     assert not aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"]).get(
         "Messages"
     )
     dead = aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_DLQ_URL"]).get("Messages", [])
-    assert [json.loads(m["Body"]) for m in dead] == [{"job_name": job}]
+    assert [json.loads(m["Body"])["job_name"] for m in dead] == [job]
 
 
-def test_backoff_spans_more_than_an_hour_over_at_least_six_retries(factory_env):
-    # The delay before retry k is base * 2**(k-1), with the template's defaults.
-    base = int(factory_env["CALLBACK_RETRY_BASE_SECONDS"])
-    attempts = int(factory_env["CALLBACK_MAX_ATTEMPTS"])
-    assert attempts >= 6
-    assert sum(base * 2**k for k in range(attempts)) >= 3600
+def test_a_message_that_keeps_coming_back_is_given_up_at_the_receive_bound(
+    fns, aws, factory_env, callbacks, httpserver, settings_override
+):
+    # Given a safety bound of 6 receives, far inside the retry window
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0", CALLBACK_MAX_ATTEMPTS="6")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [500] * 20
+    notify(fns, "notify_completed.json", job)
+    # When SQS delivers the retry message that often
+    for _ in range(6):
+        result = fns["retry_callback"].lambda_handler(receive_retry(aws, factory_env), Context())
+        assert result["batchItemFailures"]
+    # Then the record says failed (SQS's redrive policy moves the message on)
+    item = job_item(aws, factory_env, job)
+    assert (item["callback_state"], int(item["callback_attempts"])) == ("failed", 7)
 
 
 def test_a_job_being_stopped_stays_stopping_until_it_ends(

@@ -1,6 +1,7 @@
 """End to end through the local Factory: API Gateway stand-in, queues, the deployed handlers,
 the local SageMaker runtime with the reference trainers, and the client's callback."""
 
+import base64
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from aifactory_local.callback_receiver import verify as verify_signature
 from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID
 from aifactory_local.sample_data import tagging_records
@@ -362,3 +364,37 @@ def test_a_job_past_its_max_runtime_is_stopped_as_sagemaker_does(factory: LocalF
         "Training",
         "MaxRuntimeExceeded",
     ]
+
+
+# -- signed callbacks, replay and the reconciler under the local Factory ----------------------
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"local-signing-key-0123456789").decode()
+
+
+def test_a_signed_job_is_verified_and_replayed_through_the_local_api(
+    factory: LocalFactory, alice: Client, payload: Any, receiver: Any
+) -> None:
+    # Given a job created with a signing secret, which ends
+    body = payload(image=NO_TRAINER_IMAGE)
+    body["callback_url"]["signing_secret"] = SIGNING_SECRET
+    job_name = alice.create(body)
+    alice.wait_terminal(job_name)
+    first = receiver.wait_for_job(job_name, timeout=30)
+    assert first is not None and verify_signature(first, SIGNING_SECRET)[0]
+    # When the client asks for it again through the local API
+    response = alice.post("redeliver_callback", {"job_name": job_name})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "accepted", "job_name": job_name}
+    # Then a second, freshly signed delivery arrives with the same webhook-id
+    second = receiver.wait_for(lambda c: len(receiver.for_job(job_name)) >= 2, timeout=30)
+    assert second is not None
+    replayed = receiver.for_job(job_name)[1]
+    assert verify_signature(replayed, SIGNING_SECRET)[0]
+    assert replayed.headers["webhook-id"] == first.headers["webhook-id"] == f"msg_{job_name}"
+    # and the local API serves the other new route too, with the seed's error shape
+    no_model = alice.post("get_model_url", {"job_name": job_name})
+    assert no_model.status_code == 409 and no_model.json()["status"] == "error"
+
+
+def test_the_local_factory_runs_the_reconciler_on_a_timer(factory: LocalFactory) -> None:
+    assert [timer.function.name for timer in factory.timers] == ["ReconcileFn"]
+    assert all(timer.interval <= 60 for timer in factory.timers)

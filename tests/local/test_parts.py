@@ -57,7 +57,11 @@ def test_the_template_wires_every_function_to_its_trigger() -> None:
         "/check_trained_job": "ListFn",
         "/stop_training_job": "StopFn",
         "/check_training_status": "StatusFn",
+        "/redeliver_callback": "RedeliverFn",
+        "/get_model_url": "ModelUrlFn",
     }
+    (schedule,) = specs["ReconcileFn"].events_of_type("Schedule")
+    assert "ReconcileIntervalMinutes" in str(schedule["Schedule"])
     for name in ("StageFn", "RetryFn"):
         (sqs,) = specs[name].events_of_type("SQS")
         assert sqs["BatchSize"] == 1

@@ -32,6 +32,9 @@ FUNCTIONS = {
     "StageFn": "stage_dataset",
     "NotifyFn": "notify",
     "RetryFn": "retry_callback",
+    "RedeliverFn": "redeliver_callback",
+    "ModelUrlFn": "get_model_url",
+    "ReconcileFn": "reconcile",
 }
 
 # API function logical id -> route (all POST).
@@ -40,6 +43,8 @@ API_ROUTES = {
     "ListFn": "/check_trained_job",
     "StopFn": "/stop_training_job",
     "StatusFn": "/check_training_status",
+    "RedeliverFn": "/redeliver_callback",
+    "ModelUrlFn": "/get_model_url",
 }
 
 

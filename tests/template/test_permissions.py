@@ -28,20 +28,24 @@ TRAINING_JOBS = (
     ":training-job/sage-maker-train-*"
 )
 RETRY_QUEUE = "${CallbackRetryQueue.Arn}"
+IDEMPOTENCY_TABLE = "${IdempotencyTable.Arn}"
 
 # Action -> resources, per function. CreateFn's kms:Decrypt is there because SQS verifies a
 # new data key with Decrypt when a producer sends to a KMS-encrypted queue; it is allowed
 # only through SQS (checked below).
 EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "CreateFn": {
-        "dynamodb:PutItem": {TABLE},
-        "dynamodb:DeleteItem": {TABLE},
+        "dynamodb:PutItem": {TABLE, IDEMPOTENCY_TABLE},
+        "dynamodb:DeleteItem": {TABLE, IDEMPOTENCY_TABLE},
         # Counting the caller's active jobs reads the sparse index only.
         "dynamodb:Query": {"${JobsTable.Arn}/index/owner-active-index"},
         "sqs:SendMessage": {"${StageQueue.Arn}"},
         "kms:Encrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
         "kms:Decrypt": {KEY},
+        # Powertools Idempotency's records, in their own table only.
+        "dynamodb:GetItem": {IDEMPOTENCY_TABLE},
+        "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE},
     },
     "ListFn": {
         "dynamodb:Query": {TABLE, "${JobsTable.Arn}/index/*"},
@@ -90,7 +94,36 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
         "sqs:ChangeMessageVisibility": {RETRY_QUEUE},
+        # After the retry window, the last failed attempt's message.
+        "sqs:SendMessage": {"${CallbackDLQ.Arn}"},
+    },
+    "RedeliverFn": {
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "sqs:SendMessage": {RETRY_QUEUE},
+        "kms:GenerateDataKey": {KEY},
+        "kms:Decrypt": {KEY},
+    },
+    "ModelUrlFn": {
+        "dynamodb:GetItem": {TABLE},
+        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "s3:GetObject": {MODELS},
+        "s3:ListBucket": {BUCKET},
+        "kms:Decrypt": {KEY},
+    },
+    "ReconcileFn": {
+        # The sparse sweep index only: never a table scan, never another index.
+        "dynamodb:Query": {"${JobsTable.Arn}/index/sweep-index"},
+        "dynamodb:GetItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE},
+        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "s3:GetObject": {MODELS},
+        "s3:ListBucket": {BUCKET},
+        "kms:Decrypt": {KEY},
+        "kms:GenerateDataKey": {KEY},
+        "sqs:SendMessage": {"${StageQueue.Arn}", RETRY_QUEUE},
     },
 }
 
@@ -196,7 +229,7 @@ def test_execution_role_can_be_passed_to_sagemaker_only(cfn: dict[str, Any]) -> 
     }
 
 
-@pytest.mark.parametrize("function_id", ["NotifyFn", "RetryFn"])
+@pytest.mark.parametrize("function_id", ["NotifyFn", "RetryFn", "ModelUrlFn", "ReconcileFn"])
 def test_bucket_listing_is_limited_to_the_models_prefix(
     cfn: dict[str, Any], function_id: str
 ) -> None:
@@ -267,3 +300,14 @@ def test_rule_dead_letters_are_accepted_from_the_training_state_rule_only(
     assert render(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == (
         "${NotifyFnTrainingStateRule.Arn}"
     )
+
+
+@pytest.mark.parametrize("function_id", ["RedeliverFn", "ModelUrlFn"])
+def test_new_api_functions_use_the_key_only_through_a_service(
+    cfn: dict[str, Any], function_id: str
+) -> None:
+    # Neither can open a client's sealed secrets: replay is sent by RetryFn, and a model link
+    # needs the key only when S3 reads the object for whoever follows it.
+    for statement in statements_with_action(cfn, f"{function_id}Role", "kms:Decrypt"):
+        via = render(statement["Condition"]["StringEquals"]["kms:ViaService"])
+        assert via in {"sqs.${AWS::Region}.amazonaws.com", "s3.${AWS::Region}.amazonaws.com"}

@@ -40,7 +40,7 @@ def api_body(cfn: dict[str, Any]) -> dict[str, Any]:
     return dict(props(cfn, "FactoryApi")["Body"])
 
 
-def test_api_serves_exactly_the_four_seed_routes_as_post(cfn: dict[str, Any]) -> None:
+def test_api_serves_the_seed_routes_and_the_callback_routes_as_post(cfn: dict[str, Any]) -> None:
     paths = api_body(cfn)["paths"]
     assert set(paths) == set(API_ROUTES.values())
     for function_id, route in API_ROUTES.items():
@@ -120,7 +120,7 @@ def test_api_gateway_errors_keep_a_json_body(cfn: dict[str, Any], response_type:
 # ------------------------------------------------------------------------------------------
 
 
-def test_stack_has_exactly_the_seven_functions(cfn: dict[str, Any]) -> None:
+def test_stack_has_exactly_its_ten_functions(cfn: dict[str, Any]) -> None:
     assert set(resources_of_type(cfn, "AWS::Lambda::Function")) == set(FUNCTIONS)
 
 
@@ -223,7 +223,7 @@ def test_stage_fn_may_run_for_fifteen_minutes(cfn: dict[str, Any]) -> None:
 
 def test_training_state_rule_matches_factory_jobs_only(cfn: dict[str, Any]) -> None:
     rules = resources_of_type(cfn, "AWS::Events::Rule")
-    assert list(rules) == ["NotifyFnTrainingStateRule"]
+    assert set(rules) == {"NotifyFnTrainingStateRule", "ReconcileFnSweep"}
     rule = rules["NotifyFnTrainingStateRule"]["Properties"]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
@@ -371,8 +371,18 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
         {"AttributeName": "created_at", "AttributeType": "S"},
         {"AttributeName": "job_name", "AttributeType": "S"},
         {"AttributeName": "owner", "AttributeType": "S"},
+        {"AttributeName": "sweep", "AttributeType": "S"},
     ]
-    assert table["GlobalSecondaryIndexes"] == [
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    assert indexes["sweep-index"] == {
+        "IndexName": "sweep-index",
+        "KeySchema": [
+            {"AttributeName": "sweep", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    }
+    assert [indexes["owner-created_at-index"]] == [
         {
             "IndexName": "owner-created_at-index",
             "KeySchema": [
@@ -420,8 +430,12 @@ DOCUMENTED_DEFAULTS = {
     "MaxVolumeSizeGB": 100,
     "MaxRuntimeSeconds": 86400,
     "MaxPagesCap": 10000,
-    "CallbackMaxAttempts": 6,
+    # A safety bound on receives only: the retry window ends the schedule.
+    "CallbackMaxAttempts": 100,
     "CallbackRetryBaseSeconds": 60,
+    "CallbackRetryCapSeconds": 42900,
+    "CallbackRetryWindowSeconds": 259200,
+    "ReconcileIntervalMinutes": 5,
     "PresignExpiresSeconds": 604800,
     "StagingConcurrency": 8,
     "StagingMaxPageAttempts": 5,
@@ -471,5 +485,40 @@ def test_outputs_name_what_an_operator_needs(sam_template: dict[str, Any]) -> No
         "CallbackDLQUrl",
         "StageDLQUrl",
         "NotifyDLQUrl",
+        "IdempotencyTableName",
     } <= set(outputs)
     assert render(outputs["ApiUrl"]["Value"]).endswith("/${StageName}/")
+
+
+def test_reconciler_runs_on_a_schedule_set_by_a_parameter(cfn: dict[str, Any]) -> None:
+    rule = props(cfn, "ReconcileFnSweep")
+    assert rule["State"] == "ENABLED"
+    assert render(rule["ScheduleExpression"]) == "rate(${ReconcileIntervalMinutes} minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ReconcileFn", "Arn"]}
+    permission = props(cfn, "ReconcileFnSweepPermission")
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["ReconcileFnSweep", "Arn"]}
+
+
+def test_idempotency_table_expires_its_records_with_ttl(cfn: dict[str, Any]) -> None:
+    table = props(cfn, "IdempotencyTable")
+    # The key and expiry attributes Powertools' DynamoDBPersistenceLayer uses by default
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"]["KMSMasterKeyId"] == {"Fn::GetAtt": ["FactoryKey", "Arn"]}
+
+
+def test_callback_queues_outlast_the_longest_retry_schedule(
+    sam_template: dict[str, Any],
+) -> None:
+    # The longest window plus one last capped wait still fits both queues' retention.
+    parameters = sam_template["Parameters"]
+    longest = parameters["CallbackRetryWindowSeconds"]["MaxValue"]
+    longest += parameters["CallbackRetryCapSeconds"]["MaxValue"]
+    assert parameters["CallbackRetryCapSeconds"]["MaxValue"] <= 12 * 3600
+    assert parameters["CallbackRetryWindowSeconds"]["Default"] >= 72 * 3600
+    for queue in ("CallbackRetryQueue", "CallbackDLQ"):
+        retention = sam_template["Resources"][queue]["Properties"]["MessageRetentionPeriod"]
+        assert retention >= longest, queue

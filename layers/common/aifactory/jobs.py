@@ -1,16 +1,17 @@
 """The API's domain: create, list, stop and inspect training jobs, scoped to their owner."""
 
 import secrets as random_secrets
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, timefmt
+from aifactory import aws, callbacks, timefmt
 from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
 from aifactory.runtime import Runtime
-from aifactory.store import ACTIVE_ATTRIBUTE
+from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN
 
 JOB_NAME_PREFIX = "sage-maker-train-"
 
@@ -36,6 +37,11 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
         {
             "callback_headers": request.callback_url.headers,
             "dataset_headers": request.dataset_endpoint.headers,
+            **(
+                {"signing_secret": request.callback_url.signing_secret}
+                if request.callback_url.signing_secret
+                else {}
+            ),
         },
     )
     item = {
@@ -46,14 +52,19 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
         "secondary_status": "Staging",
         "task_def": request.task_def,
         "creator": request.creator,
-        # Everything but the headers, which live only in `secrets`.
+        # Everything but the headers and the signing secret, which live only in `secrets`.
         "request": request.model_dump(
             mode="json",
-            exclude={"callback_url": {"headers"}, "dataset_endpoint": {"headers"}},
+            exclude={
+                "callback_url": {"headers", "signing_secret"},
+                "dataset_endpoint": {"headers"},
+            },
         ),
         "secrets": sealed,
         # Present while the job is active: it counts against the owner's limit until it ends.
         ACTIVE_ATTRIBUTE: owner,
+        # In the reconciler's sparse index until its callback is settled.
+        SWEEP_KEY: SWEEP_OPEN,
     }
     rt.store.create(item)
     try:
@@ -102,12 +113,69 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         "failure_reason": job.get("failure_reason"),
         "creation_time": timefmt.to_seed(job["created_at"]),
         "training_end_time": timefmt.to_seed(job.get("training_end_time")),
+        "callback": callback_status(job),
     }
     if job.get("secondary_status") == "Staging" and job["status"] not in TERMINAL_STATUSES:
         # Staging progress (additive): records and pages staged so far.
         status["staged_records"] = int(job.get("staged_records", 0))
         status["staged_pages"] = int(job.get("staged_pages", 0))
     return status
+
+
+# What the record's callback_state means to a client.
+_CALLBACK_STATES = {
+    None: "pending",
+    "sending": "delivering",
+    "retrying": "retrying",
+    "delivered": "delivered",
+    "failed": "failed",
+}
+
+
+def callback_status(job: dict[str, Any]) -> dict[str, Any]:
+    """How the job's callback stands; last_error is a status or a connection error only."""
+    state = job.get("callback_state")
+    return {
+        "state": _CALLBACK_STATES.get(state, "pending"),
+        "attempts": int(job.get("callback_attempts", 0)),
+        "last_attempt_at": timefmt.to_seed(job.get("callback_last_attempt_at")),
+        "next_attempt_at": (
+            timefmt.to_seed(job.get("callback_next_attempt_at")) if state == "retrying" else None
+        ),
+        "last_error": job.get("callback_last_error") if state != "delivered" else None,
+    }
+
+
+def redeliver_callback(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
+    """Send a finished job's callback again, through the same delivery and retry path."""
+    job = get_owned(rt, owner, job_name)
+    if job["status"] not in TERMINAL_STATUSES:
+        raise Conflict(
+            f"job_name: the training job is in status {job['status']}; "
+            "only a finished job's callback can be sent again."
+        )
+    callbacks.replay(rt, job_name)
+    logger.info("callback replay requested", extra={"job_name": job_name})
+    return {"status": "accepted", "job_name": job_name}
+
+
+def model_url(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
+    """A newly presigned link to the job's model.tar.gz, or 409 when it has none."""
+    job = get_owned(rt, owner, job_name)
+    key = None
+    if job.get("sagemaker_job") and job["status"] in TERMINAL_STATUSES:
+        _, key = callbacks.model_key(rt, rt.training.describe(job_name))
+    if key is None:
+        raise Conflict(f"job_name: the training job has no model (status {job['status']}).")
+    expires = rt.settings.presign_expires_seconds
+    url = rt.storage.presign(key, expires)
+    expires_at = timefmt.now() + timedelta(seconds=expires)
+    return {
+        "status": "success",
+        "job_name": job_name,
+        "model": url,
+        "expires_at": timefmt.to_seed(expires_at),
+    }
 
 
 def _rejected(status: str) -> Conflict:

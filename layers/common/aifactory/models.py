@@ -4,6 +4,8 @@ Deployment limits (image allowlist, instance and volume maxima, the pages cap, t
 policy) come from Settings through pydantic's validation context.
 """
 
+import base64
+import binascii
 import json
 from typing import Annotated, Any, Literal
 
@@ -36,6 +38,9 @@ JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 # Every number a client sends is bounded: JSON readers elsewhere keep integers exact only up
 # to 2^53 - 1, and DynamoDB numbers hold at most 38 digits.
 MAX_SAFE_INTEGER = 2**53 - 1
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+MIN_SECRET_BYTES = 24
+MAX_SECRET_BYTES = 64
 
 
 def _settings(info: ValidationInfo) -> Settings | None:
@@ -86,9 +91,31 @@ class _Strict(BaseModel):
 Headers = Annotated[dict[str, str], Field(default_factory=dict)]
 
 
+def _check_signing_secret(value: str | None) -> str | None:
+    """Standard Webhooks form: whsec_ and base64 of 24 to 64 bytes. Never echoed."""
+    if value is None:
+        return None
+    if not value.startswith(SIGNING_SECRET_PREFIX):
+        raise ValueError(f"must start with {SIGNING_SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(value[len(SIGNING_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"must be {SIGNING_SECRET_PREFIX} followed by base64") from None
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        raise ValueError(
+            f"must encode {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes after "
+            f"{SIGNING_SECRET_PREFIX}"
+        )
+    return value
+
+
 class CallbackUrl(_Strict):
     url: str
     headers: Headers
+    # Standard Webhooks signing secret; sealed with the headers, never stored in clear.
+    signing_secret: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+    _secret = field_validator("signing_secret")(_check_signing_secret)
 
     _url = field_validator("url")(_check_client_url)
     _headers = field_validator("headers")(_check_headers)

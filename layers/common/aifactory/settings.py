@@ -69,6 +69,23 @@ class Settings(BaseModel):
     )
     # How often staging looks for a stop (and publishes its progress) between shards.
     staging_stop_check_seconds: float = Field(alias="STAGING_STOP_CHECK_SECONDS", default=5.0, gt=0)
+    # Callbacks: retried with capped exponential backoff and full jitter until they have been
+    # failing for the retry window; then one last attempt, and the message goes to the DLQ.
+    callback_dlq_url: str = Field(alias="CALLBACK_DLQ_URL", default="")
+    callback_retry_cap_seconds: int = Field(
+        alias="CALLBACK_RETRY_CAP_SECONDS", default=42900, ge=1, le=42900
+    )
+    callback_retry_window_seconds: int = Field(
+        alias="CALLBACK_RETRY_WINDOW_SECONDS", default=72 * 3600, ge=0
+    )
+    # Powertools Idempotency's table for create_training_job's Idempotency-Key.
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", default="")
+    # The reconciler: a callback claim older than this was left by a dead invocation, and a
+    # job staging longer than this with no progress has lost its staging message.
+    callback_stale_claim_seconds: int = Field(
+        alias="CALLBACK_STALE_CLAIM_SECONDS", default=300, ge=1
+    )
+    staging_stuck_seconds: int = Field(alias="STAGING_STUCK_SECONDS", default=18000, ge=1)
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:

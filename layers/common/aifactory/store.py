@@ -10,7 +10,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError, ParamValidationError
 
-from aifactory import aws
+from aifactory import aws, timefmt
 from aifactory.errors import BadRequest
 from aifactory.models import TERMINAL_STATUSES
 
@@ -19,6 +19,11 @@ OWNER_INDEX = "owner-created_at-index"
 # training, so counting an owner's active jobs reads just those, never the owner's history.
 ACTIVE_INDEX = "owner-active-index"
 ACTIVE_ATTRIBUTE = "active_owner"
+# Sparse: only jobs whose end or callback is not settled yet carry SWEEP_KEY, so the
+# reconciler reads those and never scans the table.
+SWEEP_INDEX = "sweep-index"
+SWEEP_KEY = "sweep"
+SWEEP_OPEN = "open"
 _deserializer = TypeDeserializer()
 
 
@@ -240,7 +245,7 @@ class JobStore:
         """Replace the checkpoint (and the progress fields) if this invocation still owns it."""
         return self._staging_update(
             job_name,
-            {"staging": {**state, "owner": token}, **progress},
+            {"staging": {**state, "owner": token}, **progress, **_progress_mark()},
             Attr("staging.owner").eq(token),
         )
 
@@ -248,7 +253,9 @@ class JobStore:
         self, job_name: str, token: str, progress: dict[str, int]
     ) -> dict[str, Any] | None:
         """Publish progress (and read the job back, stop flag included) while owning it."""
-        return self._staging_update(job_name, dict(progress), Attr("staging.owner").eq(token))
+        return self._staging_update(
+            job_name, {**progress, **_progress_mark()}, Attr("staging.owner").eq(token)
+        )
 
     def mark_sagemaker_created(self, job_name: str) -> dict[str, Any] | None:
         return self._update(job_name, {"sagemaker_job": True})
@@ -308,6 +315,7 @@ class JobStore:
                 {
                     "callback_state": "sending",
                     "callback_claimed_at": now_iso,
+                    "callback_started_at": now_iso,
                     "callback_attempts": 0,
                 },
                 condition,
@@ -316,12 +324,98 @@ class JobStore:
         )
 
     def record_delivery(
-        self, job_name: str, state: str, attempts: int, error: str | None = None
+        self,
+        job_name: str,
+        state: str,
+        attempts: int,
+        error: str | None = None,
+        *,
+        last_attempt_at: str | None = None,
+        next_attempt_at: str | None = None,
+        generation: int | None = None,
     ) -> None:
+        """Record how delivery stands. With `generation`, only while no replay superseded it."""
         sets: dict[str, Any] = {"callback_state": state, "callback_attempts": attempts}
+        removes: list[str] = []
         if error:
             sets["callback_last_error"] = error
-        self._update(job_name, sets, removes=() if error else ("callback_last_error",))
+        else:
+            removes.append("callback_last_error")
+        if last_attempt_at:
+            sets["callback_last_attempt_at"] = last_attempt_at
+        if next_attempt_at:
+            sets["callback_next_attempt_at"] = next_attempt_at
+        else:
+            removes.append("callback_next_attempt_at")
+        if state in ("delivered", "failed"):
+            removes.append(SWEEP_KEY)  # settled: the reconciler has nothing left to do
+        condition: Any = None
+        if generation is not None:
+            condition = Attr("callback_generation").eq(generation)
+            if generation == 0:
+                condition = condition | Attr("callback_generation").not_exists()
+        self._update(job_name, sets, condition, removes=tuple(removes))
+
+    def restart_callback(self, job_name: str, now_iso: str) -> int | None:
+        """Start a new generation of a finished job's callback (a replay); its number."""
+        generation = int((self.get(job_name) or {}).get("callback_generation", 0)) + 1
+        updated = self._update(
+            job_name,
+            {
+                "callback_generation": generation,
+                "callback_state": "sending",
+                "callback_claimed_at": now_iso,
+                "callback_started_at": now_iso,
+                "callback_attempts": 0,
+                SWEEP_KEY: SWEEP_OPEN,
+            },
+            Attr("status").is_in(list(TERMINAL_STATUSES))
+            & (
+                Attr("callback_generation").not_exists()
+                | Attr("callback_generation").eq(generation - 1)
+            ),
+            removes=("callback_last_error", "callback_next_attempt_at"),
+        )
+        return generation if updated is not None else None
+
+    def sweep_candidates(self) -> list[str]:
+        """Jobs whose end or callback is not settled, from the sparse sweep index."""
+        names: list[str] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": Key(SWEEP_KEY).eq(SWEEP_OPEN),
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            names.extend(str(item["job_name"]) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return names
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def settle_sweep(self, job_name: str) -> None:
+        """Take a job out of the sweep index."""
+        self.table.update_item(
+            Key={"job_name": job_name},
+            UpdateExpression="REMOVE #sweep",
+            ExpressionAttributeNames={"#sweep": SWEEP_KEY},
+        )
+
+    def mark_staging_requeued(self, job_name: str, now_iso: str) -> bool:
+        """Record that the reconciler re-queued a stuck staging job, once."""
+        return (
+            self._update(
+                job_name,
+                {"staging_requeued_at": now_iso},
+                Attr("secondary_status").is_in(["Staging", "Starting"])
+                & Attr("staging_requeued_at").not_exists(),
+            )
+            is not None
+        )
+
+
+def _progress_mark() -> dict[str, str]:
+    """When staging last moved: the reconciler leaves staging that is still moving alone."""
+    return {"staging_progress_at": timefmt.to_iso(timefmt.now())}
 
 
 def _check_token(token: str, owner: str) -> None:

@@ -1,0 +1,27 @@
+"""POST /get_model_url: a freshly presigned link to a job's model."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory import jobs
+from aifactory.api import make_resolver, request
+from aifactory.log import logger
+from aifactory.models import JobNameRequest
+from aifactory.runtime import get_runtime
+
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
+
+app = make_resolver()
+
+
+@app.post("/get_model_url")
+def get_model_url() -> dict[str, Any]:
+    rt, owner, body = request(app, JobNameRequest)
+    return jobs.model_url(rt, owner, body.job_name)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

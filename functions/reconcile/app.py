@@ -1,0 +1,17 @@
+"""Scheduled: repair lost training events, abandoned callback claims and stuck staging."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory.log import logger
+from aifactory.reconciler import sweep
+from aifactory.runtime import get_runtime
+
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    return sweep(get_runtime())

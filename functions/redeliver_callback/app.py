@@ -1,0 +1,27 @@
+"""POST /redeliver_callback: send a finished job's callback again (same webhook-id)."""
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aifactory import jobs
+from aifactory.api import make_resolver, request
+from aifactory.log import logger
+from aifactory.models import JobNameRequest
+from aifactory.runtime import get_runtime
+
+# Cold start: a missing or invalid setting fails here, with a message naming it.
+get_runtime()
+
+app = make_resolver()
+
+
+@app.post("/redeliver_callback")
+def redeliver_callback() -> Response:
+    rt, owner, body = request(app, JobNameRequest)
+    answer = jobs.redeliver_callback(rt, owner, body.job_name)
+    return Response(202, content_types.APPLICATION_JSON, answer)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)
