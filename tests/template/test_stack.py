@@ -382,7 +382,7 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
         ],
         "Projection": {"ProjectionType": "KEYS_ONLY"},
     }
-    assert [indexes["owner-created_at-index"]] == [
+    assert [indexes["owner-created_at-index"], indexes["owner-active-index"]] == [
         {
             "IndexName": "owner-created_at-index",
             "KeySchema": [
