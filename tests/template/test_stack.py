@@ -401,6 +401,10 @@ DOCUMENTED_DEFAULTS = {
     "PresignExpiresSeconds": 604800,
     "ApiQuotaPeriod": "DAY",
     "LogLevel": "INFO",
+    "SpotTraining": "opt-in",
+    "MaxWaitSeconds": 172800,
+    "WarmPoolSeconds": 0,
+    "InputMode": "File",
 }
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, timefmt
+from aifactory import aws, cost, timefmt
 from aifactory.errors import Conflict, NotFound
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
@@ -85,7 +85,7 @@ def list_jobs(
 
 def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     job = get_owned(rt, owner, job_name)
-    return {
+    status = {
         "status": job["status"],
         "job_name": job_name,
         "secondary_status": job.get("secondary_status"),
@@ -93,6 +93,9 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         "creation_time": timefmt.to_seed(job["created_at"]),
         "training_end_time": timefmt.to_seed(job.get("training_end_time")),
     }
+    if job["status"] in TERMINAL_STATUSES:  # what the job cost, once it has ended
+        status.update(cost.status_fields(job))
+    return status
 
 
 def _rejected(status: str) -> Conflict:

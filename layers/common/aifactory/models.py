@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -119,6 +120,8 @@ class Resource(_Strict):
     InstanceType: Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
     InstanceCount: int = Field(default=1, ge=1)
     VolumeSizeInGB: int = Field(default=5, ge=1)
+    # Managed spot, when the deployment's SpotTraining policy is opt-in.
+    spot: StrictBool | None = None
 
     _count = field_validator("InstanceCount")(_at_most("max_instance_count"))
     _volume = field_validator("VolumeSizeInGB")(_at_most("max_volume_size_gb"))

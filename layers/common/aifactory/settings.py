@@ -3,6 +3,7 @@
 import functools
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +33,13 @@ class Settings(BaseModel):
     report_scan_max_bytes: int = Field(alias="REPORT_SCAN_MAX_BYTES", default=64 * 1024 * 1024)
     http_connect_timeout: float = Field(alias="HTTP_CONNECT_TIMEOUT", default=5.0, gt=0)
     http_read_timeout: float = Field(alias="HTTP_READ_TIMEOUT", default=30.0, gt=0)
+    # Cost: managed spot (never / opt-in / always), its wait bound, warm pools, input mode.
+    spot_training: Literal["never", "opt-in", "always"] = Field(
+        alias="SPOT_TRAINING", default="opt-in"
+    )
+    max_wait_seconds: int = Field(alias="MAX_WAIT_SECONDS", default=172800, ge=1)
+    warm_pool_seconds: int = Field(alias="WARM_POOL_SECONDS", default=0, ge=0, le=3600)
+    input_mode: Literal["File", "FastFile"] = Field(alias="INPUT_MODE", default="File")
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, callbacks, timefmt
+from aifactory import aws, callbacks, cost, timefmt
 from aifactory.egress import redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
 from aifactory.log import logger
@@ -152,7 +152,7 @@ def _tag(value: str) -> str:
 def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
     settings, model = rt.settings, job["request"]["training_model"]
     bucket = settings.data_bucket
-    return {
+    params = {
         "TrainingJobName": job["job_name"],
         "AlgorithmSpecification": {"TrainingImage": model["image"], "TrainingInputMode": "File"},
         "RoleArn": settings.sagemaker_role_arn,
@@ -187,6 +187,10 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
             {"Key": "aifactory:creator", "Value": _tag(job["creator"])},
         ],
     }
+    # Spot and checkpoints, warm pool, input mode: see cost.py.
+    return cost.merge(
+        params, cost.training_job_fields(settings, job["job_name"], model["resource"])
+    )
 
 
 def _end(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
