@@ -16,7 +16,7 @@ from typing import Any
 
 from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID, REGION
-from aifactory_local.training import TrainerResolver
+from aifactory_local.training import SpotSimulation, TrainerResolver
 
 EXAMPLE_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/chappieai-sagemaker:slot_tagger"
 
@@ -33,6 +33,16 @@ def _trainer(text: str) -> tuple[str, list[str]]:
         return TrainerResolver.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--docker",
             action="store_true",
             help="run other images for real with `docker run IMAGE train` (needs an engine)",
+        )
+        sub.add_argument(
+            "--spot-interruptions",
+            type=_non_negative,
+            default=0,
+            metavar="N",
+            help="interrupt every managed spot job N times while it trains, as spot capacity "
+            "is reclaimed: SIGTERM, status Interrupted, checkpoints synced, restart and resume",
         )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
@@ -105,6 +123,7 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         state_dir=args.state_dir,
         trainers=dict(args.trainer),
         docker=args.docker,
+        spot=SpotSimulation(interruptions=args.spot_interruptions),
         **kwargs,
     )
 

@@ -31,7 +31,7 @@ from aifactory_local.lambdas import InvocationLogFilter, LocalFunction, function
 from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.template import load_template, parameter_default, resolve
-from aifactory_local.training import STOP_GRACE_SECONDS, TrainerResolver
+from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
 log = logging.getLogger("aifactory_local.factory")
 
@@ -73,7 +73,9 @@ class LocalFactory:
         callback_retry_base_seconds: int = 2,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         log_level: str = "INFO",
+        spot: SpotSimulation | None = None,
     ) -> None:
+        self.spot = spot
         self.host = host
         self.port = port
         self.aws_port = aws_port
@@ -183,6 +185,7 @@ class LocalFactory:
             emit=self._emit,
             jobs_dir=self.state_dir / "jobs",
             stop_grace_seconds=self.stop_grace_seconds,
+            spot=self.spot,
         )
         self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
         self.sagemaker_server.start()
