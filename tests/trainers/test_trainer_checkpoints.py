@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aifactory_local.sample_data import SEED_HYPERPARAMETERS, write_training_input
@@ -81,6 +82,14 @@ def test_a_run_resumed_from_a_checkpoint_reaches_the_same_f1(
     assert "step 50/120" not in resumed.stdout
     assert abs(f1(resumed) - f1(uninterrupted)) <= 0.01
     assert resumed.evaluation_bytes == uninterrupted.evaluation_bytes  # in fact, bit for bit
+    # and the very same weights
+    with (
+        np.load(root / "model" / "model.npz") as got,
+        np.load(uninterrupted.root / "model" / "model.npz") as want,
+    ):
+        assert sorted(got.files) == sorted(want.files)
+        for name in want.files:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def test_a_run_stopped_by_sigterm_resumes_and_completes(uninterrupted: Run, tmp_path: Path) -> None:
