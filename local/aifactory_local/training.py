@@ -575,11 +575,11 @@ class JobRunner:
             self._checkpoint_baseline = self.newest_checkpoint()
             code = self.run_trainer(command)
             self.sync_checkpoints()
-            if not self.interrupted or self.job.stop_requested.is_set():
+            if not self.interrupted or self.job.stop_requested.is_set() or self.max_wait_exceeded:
                 return code
             self.interrupted = False
             self.interruption()
-            if self.job.stop_requested.is_set():
+            if self.job.stop_requested.is_set() or self.max_wait_exceeded:
                 return code
 
     def spot_due(self) -> bool:
@@ -588,9 +588,7 @@ class JobRunner:
         job = self.job
         if not job.spot:
             return False
-        max_wait = job.params["StoppingCondition"].get("MaxWaitTimeInSeconds")
-        if max_wait is not None and time.time() - job.creation_time > float(max_wait):
-            self.max_wait_exceeded = True
+        if self.past_max_wait():
             return True
         if self.interruptions_left <= 0:
             return False
@@ -606,6 +604,13 @@ class JobRunner:
             return True
         return False
 
+    def past_max_wait(self) -> bool:
+        """A spot job's MaxWaitTimeInSeconds counts from its creation, interruptions included."""
+        max_wait = self.job.params["StoppingCondition"].get("MaxWaitTimeInSeconds")
+        if max_wait is not None and time.time() - self.job.creation_time > float(max_wait):
+            self.max_wait_exceeded = True
+        return self.max_wait_exceeded
+
     def interruption(self) -> None:
         """Interrupted until the capacity comes back; then a new instance resumes."""
         job = self.job
@@ -616,6 +621,8 @@ class JobRunner:
         while time.monotonic() < deadline and not job.stop_requested.is_set():
             if self.shutdown.is_set():
                 raise _Shutdown()
+            if self.past_max_wait():
+                return
             time.sleep(0.05)
         if job.stop_requested.is_set():
             return

@@ -1,6 +1,7 @@
 """Managed spot end to end on the local Factory: a spot job interrupted twice checkpoints,
 resumes and completes, and its callback and status show what it cost."""
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -10,13 +11,17 @@ from typing import Any
 import boto3
 import pytest
 
+from aifactory import cost
 from aifactory_local.factory import LocalFactory
+from aifactory_local.provision import ACCOUNT_ID
+from aifactory_local.sample_data import tagging_records
 from aifactory_local.training import SpotSimulation
 from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client, job_dir
 
 pytestmark = pytest.mark.e2e
 
 RESTART_SECONDS = 1.5
+SLOT_TAGGER_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/chappieai-sagemaker:slot_tagger"
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +38,18 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFactory]:
         yield running
 
 
-def _describe(factory: LocalFactory, job_name: str) -> dict[str, Any]:
-    sagemaker = boto3.client(
+def _client(factory: LocalFactory) -> Any:
+    return boto3.client(
         "sagemaker",
         endpoint_url=factory.sagemaker_url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    return dict(sagemaker.describe_training_job(TrainingJobName=job_name))
+
+
+def _describe(factory: LocalFactory, job_name: str) -> dict[str, Any]:
+    return dict(_client(factory).describe_training_job(TrainingJobName=job_name))
 
 
 def _seconds(transition: dict[str, Any]) -> float:
@@ -123,3 +131,50 @@ def test_an_on_demand_job_is_never_interrupted_and_billed_for_all_its_time(
     while alice.status(job_name).get("spot") is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alice.status(job_name)["spot"] is False
+
+
+def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: LocalFactory) -> None:
+    # Given staged data and a spot job that would train far longer than its MaxWaitTimeInSeconds
+    s3 = factory.client("s3")
+    lines = "".join(json.dumps(r) + "\n" for r in tagging_records(100))
+    s3.put_object(Bucket=factory.bucket, Key="datasets/direct-spot/train/data.jsonl", Body=lines)
+    sagemaker = _client(factory)
+    sagemaker.create_training_job(
+        TrainingJobName="direct-max-wait",
+        AlgorithmSpecification={"TrainingImage": SLOT_TAGGER_IMAGE, "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/r",
+        HyperParameters={"process.train.steps": "5000000"},
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{factory.bucket}/datasets/direct-spot/train/",
+                    }
+                },
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{factory.bucket}/models/"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 2},
+        EnableManagedSpotTraining=True,
+        CheckpointConfig={
+            "S3Uri": f"s3://{factory.bucket}/checkpoints/direct-max-wait/",
+            "LocalPath": "/opt/ml/checkpoints",
+        },
+    )
+
+    # When it runs, Then it is stopped once its wait is up, with SageMaker's status and message
+    deadline = time.monotonic() + 30
+    while (job := sagemaker.describe_training_job(TrainingJobName="direct-max-wait"))[
+        "TrainingJobStatus"
+    ] != "Stopped":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["SecondaryStatus"] == "MaxWaitTimeExceeded"
+    assert cost.limit_reason(job) == (
+        "MaxWaitTimeExceeded: Training job exceeded MaxWaitTimeInSeconds provided"
+    )
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/direct-max-wait/")

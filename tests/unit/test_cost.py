@@ -8,10 +8,10 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from aifactory import cost, staging
+from aifactory import callbacks, cost, staging
 from aifactory.models import CreateTrainingJobRequest, validate
 from tests.support import load_event
-from tests.unit.fakes import fake_runtime
+from tests.unit.fakes import FakeStore, fake_runtime
 
 SEED = json.loads(load_event("create_training_job.json")["body"])
 JOB = "sage-maker-train-20260101-000000-abcdef"
@@ -160,3 +160,56 @@ def test_a_spot_job_out_of_wait_time_says_so_as_sagemaker_reports_it() -> None:
     }
     assert cost.limit_reason(described) == "MaxWaitTimeExceeded: Job exceeded MaxWaitTime"
     assert cost.limit_reason({"SecondaryStatus": "Completed"}) is None
+
+
+class CostStore(FakeStore):
+    def record_cost(self, job_name: str, fields: dict[str, Any]) -> None:
+        self.items[job_name].update(fields)
+
+
+class DescribedTraining:
+    def __init__(self, described: dict[str, Any]) -> None:
+        self.described = described
+
+    def describe(self, job_name: str) -> dict[str, Any]:
+        return dict(self.described, TrainingJobName=job_name)
+
+
+def test_callback_of_a_spot_job_out_of_wait_time_says_why_and_what_it_cost() -> None:
+    # Given a spot job SageMaker stopped at MaxWaitTimeInSeconds, after 300 s of training
+    store = CostStore()
+    store.create(
+        {
+            "job_name": JOB,
+            "owner": "key-1",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "status": "Stopped",
+            "sagemaker_job": True,
+            "task_def": "ml_tagger",
+            "creator": "thaiph",
+        }
+    )
+    training = DescribedTraining(
+        {
+            "TrainingJobStatus": "Stopped",
+            "SecondaryStatus": "MaxWaitTimeExceeded",
+            "SecondaryStatusTransitions": [
+                {"Status": "MaxWaitTimeExceeded", "StatusMessage": "Job exceeded MaxWaitTime"}
+            ],
+            "EnableManagedSpotTraining": True,
+            "TrainingTimeInSeconds": 300,
+            "BillableTimeInSeconds": 90,
+        }
+    )
+    rt = fake_runtime(store=store, training=training)
+
+    # When its callback is built
+    body = callbacks.build_callback(rt, store.get(JOB))
+
+    # Then it says why it stopped, as SageMaker reports it, and what it cost
+    assert body["status"] == "Stopped"
+    assert body["failure_reason"] == "MaxWaitTimeExceeded: Job exceeded MaxWaitTime"
+    assert (body["training_seconds"], body["billable_seconds"]) == (300, 90)
+    assert (body["spot"], body["spot_savings"]) == (True, 70.0)
+    # and the job record keeps the cost for check_training_status
+    assert store.get(JOB)["spot_savings"] == 70.0  # type: ignore[index]
