@@ -143,7 +143,11 @@ def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: Loca
         TrainingJobName="direct-max-wait",
         AlgorithmSpecification={"TrainingImage": SLOT_TAGGER_IMAGE, "TrainingInputMode": "File"},
         RoleArn="arn:aws:iam::123456789012:role/r",
-        HyperParameters={"process.train.steps": "5000000"},
+        # No checkpoint comes, so nothing interrupts it before its wait is up
+        HyperParameters={
+            "process.train.steps": "5000000",
+            "process.train.saveCheckpointSteps": "5000000",
+        },
         InputDataConfig=[
             {
                 "ChannelName": "train",
@@ -173,6 +177,12 @@ def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: Loca
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["SecondaryStatus"] == "MaxWaitTimeExceeded"
+    assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
+        "Starting",
+        "Downloading",
+        "Training",
+        "MaxWaitTimeExceeded",
+    ]
     assert cost.limit_reason(job) == (
         "MaxWaitTimeExceeded: Training job exceeded MaxWaitTimeInSeconds provided"
     )
