@@ -188,3 +188,54 @@ def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: Loca
     )
     assert job["EnableManagedSpotTraining"] is True
     assert job["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/direct-max-wait/")
+
+
+def test_a_fastfile_job_reads_the_same_files_locally(factory: LocalFactory) -> None:
+    # Given staged data and an on-demand job in FastFile input mode with a warm pool
+    s3 = factory.client("s3")
+    lines = "".join(json.dumps(r) + "\n" for r in tagging_records(100))
+    s3.put_object(Bucket=factory.bucket, Key="datasets/direct-fast/train/data.jsonl", Body=lines)
+    sagemaker = _client(factory)
+    sagemaker.create_training_job(
+        TrainingJobName="direct-fastfile",
+        AlgorithmSpecification={
+            "TrainingImage": SLOT_TAGGER_IMAGE,
+            "TrainingInputMode": "FastFile",
+        },
+        RoleArn="arn:aws:iam::123456789012:role/r",
+        HyperParameters={"process.train.steps": "20"},
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{factory.bucket}/datasets/direct-fast/train/",
+                    }
+                },
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{factory.bucket}/models/"},
+        ResourceConfig={
+            "InstanceType": "ml.m5.large",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 5,
+            "KeepAlivePeriodInSeconds": 600,
+        },
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+
+    # When it runs, Then it completes on the same files, told its input mode
+    deadline = time.monotonic() + 60
+    while (job := sagemaker.describe_training_job(TrainingJobName="direct-fastfile"))[
+        "TrainingJobStatus"
+    ] not in ("Completed", "Failed", "Stopped"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    config = job_dir(factory, "direct-fastfile") / "opt/ml/input/config/inputdataconfig.json"
+    assert json.loads(config.read_text())["train"]["TrainingInputMode"] == "FastFile"
+    assert job["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
+    # and an on-demand job is billed for all of its training time
+    assert job["EnableManagedSpotTraining"] is False
+    assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"]
