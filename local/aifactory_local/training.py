@@ -652,7 +652,8 @@ class JobRunner:
         return bucket, f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
 
     def sync_checkpoints(self) -> None:
-        """Local checkpoints -> CheckpointConfig.S3Uri (new and changed files)."""
+        """Local checkpoints -> CheckpointConfig.S3Uri, every file, when a trainer run ends
+        (SageMaker syncs continuously; at the end of each run is what a resume needs)."""
         location = self._checkpoint_location()
         folder = self.checkpoint_dir()
         if location is None or not folder.is_dir():
