@@ -16,7 +16,7 @@ from typing import Any
 
 from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID, REGION
-from aifactory_local.training import TrainerResolver
+from aifactory_local.training import SpotSimulation, TrainerResolver
 
 EXAMPLE_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/chappieai-sagemaker:slot_tagger"
 
@@ -44,6 +44,16 @@ def _function_timeout(text: str) -> tuple[str, float]:
     if not sep or not name or not value > 0:
         raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (e.g. StageFn=60), got {text!r}")
     return name, value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="how often the reconciler sweeps (deployed: every 5 minutes; default 10)",
         )
+        sub.add_argument(
+            "--spot-interruptions",
+            type=_non_negative,
+            default=0,
+            metavar="N",
+            help="interrupt every managed spot job N times while it trains, as spot capacity "
+            "is reclaimed: SIGTERM, status Interrupted, checkpoints synced, restart and resume",
+        )
 
     serve = commands.add_parser("serve", help="run the Factory until Ctrl-C or SIGTERM")
     serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
@@ -163,6 +181,7 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         function_timeouts=dict(args.function_timeout),
         callback_retry_base_seconds=args.callback_retry_base,
         reconcile_interval_seconds=args.reconcile_interval,
+        spot=SpotSimulation(interruptions=args.spot_interruptions),
         **kwargs,
     )
 

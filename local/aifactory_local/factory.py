@@ -37,7 +37,7 @@ from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.schedules import ScheduleTimer
 from aifactory_local.template import load_template, parameter_default, resolve
-from aifactory_local.training import STOP_GRACE_SECONDS, TrainerResolver
+from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
 log = logging.getLogger("aifactory_local.factory")
 
@@ -94,9 +94,11 @@ class LocalFactory:
         function_timeouts: dict[str, float] | None = None,
         environment: dict[str, str] | None = None,
         reconcile_interval_seconds: float = 10.0,
+        spot: SpotSimulation | None = None,
     ) -> None:
         """`function_timeouts` overrides template Timeouts (logical id -> seconds);
         `environment` overrides the functions' environment variables (e.g. settings)."""
+        self.spot = spot
         self.host = host
         self.port = port
         self.aws_port = aws_port
@@ -211,6 +213,7 @@ class LocalFactory:
             emit=self._emit,
             jobs_dir=self.state_dir / "jobs",
             stop_grace_seconds=self.stop_grace_seconds,
+            spot=self.spot,
         )
         self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
         self.sagemaker_server.start()

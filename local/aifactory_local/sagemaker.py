@@ -21,6 +21,7 @@ from aifactory_local.httpserver import BackgroundServer, QuietHandler
 from aifactory_local.training import (
     STOP_GRACE_SECONDS,
     JobRunner,
+    SpotSimulation,
     TrainerResolver,
     TrainingJob,
 )
@@ -59,7 +60,9 @@ class LocalSageMaker:
         emit: Callable[[dict[str, Any]], None],
         jobs_dir: Path,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        spot: SpotSimulation | None = None,
     ) -> None:
+        self.spot = spot
         self.s3 = s3
         self.resolver = resolver
         self.emit = emit
@@ -140,6 +143,7 @@ class LocalSageMaker:
                 self.emit,
                 self._shutdown,
                 stop_grace_seconds=self.stop_grace_seconds,
+                spot=self.spot,
             )
             self.jobs[name] = job
             self.runners[name] = runner

@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,29 @@ _STATUS_MESSAGES = {
     "Stopping": "Stopping the training job",
     "Stopped": "Training job stopped",
     "MaxRuntimeExceeded": "Training job exceeded MaxRuntimeInSeconds provided",
+    "Interrupted": "The job was interrupted because the spot capacity was reclaimed",
+    "MaxWaitTimeExceeded": "Training job exceeded MaxWaitTimeInSeconds provided",
 }
+# Where SageMaker puts a job's checkpoints (CheckpointConfig.LocalPath) under /opt/ml.
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class SpotSimulation:
+    """How the local runtime interrupts managed spot jobs (`--spot-interruptions N`).
+
+    A spot job is interrupted `interruptions` times: once its trainer has written a new
+    checkpoint (or has run `interrupt_after_seconds` without one), it gets SIGTERM and the
+    stop grace period, the job shows the secondary status Interrupted, its checkpoints are
+    synced to CheckpointConfig.S3Uri, and `restart_seconds` later a "new instance" restores
+    them and starts the trainer again. The time spent interrupted is not billable.
+    """
+
+    interruptions: int = 0
+    restart_seconds: float = 5.0
+    interrupt_after_seconds: float = 30.0
+
+
 _TAG = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -158,6 +181,8 @@ class TrainingJob:
         self.failure_reason: str | None = None
         self.model_artifacts: str | None = None
         self.transitions: list[dict[str, Any]] = []
+        self.spot = bool(params.get("EnableManagedSpotTraining", False))
+        self.interrupted_seconds = 0.0  # spot: time without capacity, not billable
 
     @property
     def image(self) -> str:
@@ -240,6 +265,8 @@ class TrainingJob:
             }
             if p.get("Environment"):
                 out["Environment"] = p["Environment"]
+            if p.get("CheckpointConfig"):
+                out["CheckpointConfig"] = p["CheckpointConfig"]
             if self.model_artifacts:
                 out["ModelArtifacts"] = {"S3ModelArtifacts": self.model_artifacts}
             if self.failure_reason:
@@ -251,6 +278,9 @@ class TrainingJob:
                 if self.start_time is not None:
                     seconds = max(1, int(self.end_time - self.start_time))
                     out["TrainingTimeInSeconds"] = out["BillableTimeInSeconds"] = seconds
+                    if self.spot:  # only the training that ran is billed
+                        ran = self.end_time - self.start_time - self.interrupted_seconds
+                        out["BillableTimeInSeconds"] = max(1, int(ran))
             return out
 
     def summary(self) -> dict[str, Any]:
@@ -343,6 +373,7 @@ class JobRunner:
         emit: Callable[[dict[str, Any]], None],
         shutdown: threading.Event,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        spot: SpotSimulation | None = None,
     ) -> None:
         self.job = job
         self.s3 = s3
@@ -352,6 +383,12 @@ class JobRunner:
         self.stop_grace_seconds = stop_grace_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.max_runtime_exceeded = False
+        self.spot_simulation = spot or SpotSimulation()
+        self.interruptions_left = self.spot_simulation.interruptions if job.spot else 0
+        self.interrupted = False
+        self.max_wait_exceeded = False
+        self._attempt_started = 0.0
+        self._checkpoint_baseline: str | None = None
         self.thread = threading.Thread(target=self.run, name=f"job-{job.name}", daemon=True)
 
     def start(self) -> None:
@@ -387,8 +424,8 @@ class JobRunner:
                 self.download()
             if not job.stop_requested.is_set():
                 self.advance("Training")
-                exit_code = self.run_trainer(command)
-            if job.stop_requested.is_set() or self.max_runtime_exceeded:
+                exit_code = self.train(command)
+            if job.stop_requested.is_set() or self.max_runtime_exceeded or self.max_wait_exceeded:
                 self.finish_stopped()
             elif exit_code == 0:
                 self.advance("Uploading")
@@ -418,6 +455,8 @@ class JobRunner:
             return
         self.upload(model=False)
         secondary = "MaxRuntimeExceeded" if self.max_runtime_exceeded else "Stopped"
+        if self.max_wait_exceeded:
+            secondary = "MaxWaitTimeExceeded"
         self.emit(self.job.change("Stopped", secondary))
 
     # -- the steps ---------------------------------------------------------------------------
@@ -460,6 +499,8 @@ class JobRunner:
         }
         for name, document in documents.items():
             (config / name).write_text(json.dumps(document, indent=2), encoding="utf-8")
+        if job.params.get("CheckpointConfig"):
+            self.restore_checkpoints()
 
     def download(self) -> None:
         """Each channel's S3 prefix into input/data/<channel>/ (File input mode)."""
@@ -523,7 +564,7 @@ class JobRunner:
             if terminated_at is None:
                 if time.monotonic() - started > max_runtime:
                     self.max_runtime_exceeded = True
-                if job.stop_requested.is_set() or self.max_runtime_exceeded:
+                if job.stop_requested.is_set() or self.max_runtime_exceeded or self.spot_due():
                     self.signal(signal.SIGTERM)
                     terminated_at = time.monotonic()
             elif time.monotonic() - terminated_at > self.stop_grace_seconds:
@@ -531,6 +572,121 @@ class JobRunner:
         with job.log_file.open("ab") as output:
             output.write(f"[exit status {code}]\n".encode())
         return code
+
+    # -- managed spot ------------------------------------------------------------------------
+    def train(self, command: list[str]) -> int:
+        """Run the trainer; a spot job is interrupted and restarted as often as simulated."""
+        while True:
+            self._attempt_started = time.monotonic()
+            self._checkpoint_baseline = self.newest_checkpoint()
+            code = self.run_trainer(command)
+            self.sync_checkpoints()
+            if not self.interrupted or self.job.stop_requested.is_set() or self.max_wait_exceeded:
+                return code
+            self.interrupted = False
+            self.interruption()
+            if self.job.stop_requested.is_set() or self.max_wait_exceeded:
+                return code
+
+    def spot_due(self) -> bool:
+        """Whether to SIGTERM the trainer now: MaxWaitTimeInSeconds passed, or a simulated
+        interruption (after a new checkpoint, or after interrupt_after_seconds)."""
+        job = self.job
+        if not job.spot:
+            return False
+        if self.past_max_wait():
+            return True
+        if self.interruptions_left <= 0:
+            return False
+        ran = time.monotonic() - self._attempt_started
+        newest = self.newest_checkpoint()
+        if (newest and newest != self._checkpoint_baseline) or (
+            ran > self.spot_simulation.interrupt_after_seconds
+        ):
+            self.interruptions_left -= 1
+            self.interrupted = True
+            with job.log_file.open("ab") as output:
+                output.write(b"[spot interruption: capacity reclaimed, SIGTERM sent]\n")
+            return True
+        return False
+
+    def past_max_wait(self) -> bool:
+        """A spot job's MaxWaitTimeInSeconds counts from its creation, interruptions included."""
+        max_wait = self.job.params["StoppingCondition"].get("MaxWaitTimeInSeconds")
+        if max_wait is not None and time.time() - self.job.creation_time > float(max_wait):
+            self.max_wait_exceeded = True
+        return self.max_wait_exceeded
+
+    def interruption(self) -> None:
+        """Interrupted until the capacity comes back; then a new instance resumes."""
+        job = self.job
+        down_since = time.time()
+        self.emit(job.change("InProgress", "Interrupted"))
+        log.info("spot job %s interrupted", job.name)
+        deadline = time.monotonic() + self.spot_simulation.restart_seconds
+        while time.monotonic() < deadline and not job.stop_requested.is_set():
+            if self.shutdown.is_set():
+                raise _Shutdown()
+            if self.past_max_wait():
+                return
+            time.sleep(0.05)
+        if job.stop_requested.is_set():
+            return
+        self.advance("Starting")
+        self.restore_checkpoints()  # the new instance gets the synced checkpoints back
+        self.advance("Training")
+        with job.lock:
+            job.interrupted_seconds += time.time() - down_since
+        with job.log_file.open("ab") as output:
+            output.write(b"[spot capacity back: restarting the trainer]\n")
+
+    def checkpoint_dir(self) -> Path:
+        return self.job.root / CHECKPOINTS
+
+    def newest_checkpoint(self) -> str | None:
+        folder = self.checkpoint_dir()
+        if not folder.is_dir():
+            return None
+        names = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return max(names, default=None)
+
+    def _checkpoint_location(self) -> tuple[str, str] | None:
+        config = self.job.params.get("CheckpointConfig")
+        if not config:
+            return None
+        bucket, prefix = _s3_location(config["S3Uri"])
+        return bucket, f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
+
+    def sync_checkpoints(self) -> None:
+        """Local checkpoints -> CheckpointConfig.S3Uri, every file, when a trainer run ends
+        (SageMaker syncs continuously; at the end of each run is what a resume needs)."""
+        location = self._checkpoint_location()
+        folder = self.checkpoint_dir()
+        if location is None or not folder.is_dir():
+            return
+        bucket, prefix = location
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                key = prefix + path.relative_to(folder).as_posix()
+                self.s3.upload_file(str(path), bucket, key)
+
+    def restore_checkpoints(self) -> None:
+        """CheckpointConfig.S3Uri -> a fresh local checkpoint directory, as on a new instance."""
+        location = self._checkpoint_location()
+        if location is None:
+            return
+        bucket, prefix = location
+        folder = self.checkpoint_dir()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents") or []:
+                local = (folder / item["Key"][len(prefix) :]).resolve()
+                if item["Key"].endswith("/") or not local.is_relative_to(folder.resolve()):
+                    continue
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(bucket, item["Key"], str(local))
 
     def signal(self, signum: int) -> None:
         process = self.process

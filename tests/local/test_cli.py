@@ -185,3 +185,21 @@ def test_demo_trains_a_model_end_to_end_and_exits_0(tmp_path: Path) -> None:
     assert "demo passed" in result.stdout
     assert '"status": "Completed"' in result.stdout
     assert "avg (weighted)" in result.stdout
+
+
+def test_spot_interruptions_option_reaches_the_training_runtime_and_refuses_negatives(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aifactory_local.cli import _factory, build_parser
+
+    # Given `serve --spot-interruptions 2`
+    args = build_parser().parse_args(["serve", "--spot-interruptions", "2"])
+    # When the Factory is built from it (not started), Then its spot jobs are interrupted twice
+    assert _factory(args).spot.interruptions == 2  # type: ignore[union-attr]
+    # and by default they are never interrupted
+    assert build_parser().parse_args(["demo"]).spot_interruptions == 0
+    # and a negative count is refused with a message naming the option
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["serve", "--spot-interruptions", "-1"])
+    assert refused.value.code == 2
+    assert "--spot-interruptions: must be 0 or more" in capsys.readouterr().err

@@ -22,6 +22,7 @@ TABLE = "${JobsTable.Arn}"
 KEY = "${FactoryKey.Arn}"
 DATASETS = "${DataBucket.Arn}/datasets/*"
 MODELS = "${DataBucket.Arn}/models/*"
+CHECKPOINTS = "${DataBucket.Arn}/checkpoints/*"
 BUCKET = "${DataBucket.Arn}"
 TRAINING_JOBS = (
     "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
@@ -250,9 +251,10 @@ def test_sagemaker_execution_role_reads_datasets_writes_models_and_pulls_images(
     )
     repositories = "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/*"
     assert role_permissions(cfn, "SageMakerExecutionRole") == {
-        "s3:GetObject": {DATASETS},
+        # checkpoints/*: managed spot syncs /opt/ml/checkpoints there and back (issue 13)
+        "s3:GetObject": {DATASETS, CHECKPOINTS},
         "s3:ListBucket": {BUCKET},
-        "s3:PutObject": {MODELS},
+        "s3:PutObject": {MODELS, CHECKPOINTS},
         "kms:Decrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
         "kms:Encrypt": {KEY},
@@ -266,8 +268,10 @@ def test_sagemaker_execution_role_reads_datasets_writes_models_and_pulls_images(
         "logs:DescribeLogStreams": {logs_group, logs_group + ":*"},
         "cloudwatch:PutMetricData": {"*"},
     }
-    (listing,) = statements_with_action(cfn, "SageMakerExecutionRole", "s3:ListBucket")
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": "datasets/*"}}
+    listings = statements_with_action(cfn, "SageMakerExecutionRole", "s3:ListBucket")
+    assert sorted(str(s["Condition"]) for s in listings) == sorted(
+        str({"StringLike": {"s3:prefix": prefix}}) for prefix in ("datasets/*", "checkpoints/*")
+    )
 
 
 def test_key_policy_keeps_the_account_in_control_and_scopes_services(

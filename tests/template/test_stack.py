@@ -443,6 +443,10 @@ DOCUMENTED_DEFAULTS = {
     "StagingMaxContinuations": 200,
     "ApiQuotaPeriod": "DAY",
     "LogLevel": "INFO",
+    "SpotTraining": "opt-in",
+    "MaxWaitSeconds": 172800,
+    "WarmPoolSeconds": 0,
+    "InputMode": "File",
 }
 
 

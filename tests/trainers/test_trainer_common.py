@@ -27,10 +27,10 @@ def test_the_seed_payload_parses_to_typed_values() -> None:
     assert (hp.embedding_size, hp.n_hidden_gate, hp.n_hidden_tag) == (50, 50, 50)
     assert (hp.dropout_rate, hp.add_start_end_words) == (0.2, True)
     assert (hp.num_classes, hp.vocab_size) == (-1, -1)
+    # The checkpoint settings take effect since spot jobs checkpoint (issue 13)
+    assert (hp.save_checkpoint_steps, hp.keep_checkpoint_max) == (200, 3)
     assert set(parsed.ignored) == {
         "process.train.using_gpu",
-        "process.train.saveCheckpointSteps",
-        "process.train.keepCheckpointMax",
         "process.eval.using_gpu",
         "process.eval.steps",
     }

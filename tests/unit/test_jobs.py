@@ -108,3 +108,31 @@ def test_a_job_that_ends_while_being_stopped_is_a_conflict_naming_its_end():
         "The request was rejected because the training job is in status Completed."
     )
     assert rt.training.stopped == []
+
+
+def test_status_of_an_ended_job_shows_what_it_cost_and_a_running_one_does_not():
+    # Given one ended spot job with its recorded cost, and one still training
+    store = FakeStore()
+    rt = fake_runtime(store=store)
+    base = {"owner": "key-1", "created_at": "2026-01-01T00:00:00+00:00"}
+    store.create(
+        {
+            **base,
+            "job_name": "ended",
+            "status": "Completed",
+            "training_seconds": 500,
+            "billable_seconds": 100,
+            "spot": True,
+            "spot_savings": 80.0,
+        }
+    )
+    store.create({**base, "job_name": "running", "status": "InProgress"})
+
+    # When each one's status is asked for
+    ended = jobs.job_status(rt, "key-1", "ended")
+    running = jobs.job_status(rt, "key-1", "running")
+
+    # Then only the ended one carries the cost fields
+    assert (ended["training_seconds"], ended["billable_seconds"]) == (500, 100)
+    assert (ended["spot"], ended["spot_savings"]) == (True, 80.0)
+    assert "billable_seconds" not in running and "spot" not in running

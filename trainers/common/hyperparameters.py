@@ -7,9 +7,10 @@ dotted prefixes, and the same setting may also come with its bare name:
     process.eval.batchsize          ->  eval.batchsize
     model.embeddingSize             ->  embeddingSize
 
-Accepted and ignored (these images are small NumPy models that train in seconds on a CPU
-and keep no checkpoints): using_gpu, saveCheckpointSteps, keepCheckpointMax, and the
-evaluation's using_gpu and steps (the whole evaluation split is always scored).
+Accepted and ignored (these images are small NumPy models that train on a CPU): using_gpu,
+and the evaluation's using_gpu and steps (the whole evaluation split is always scored).
+saveCheckpointSteps and keepCheckpointMax apply when the job has a checkpoint directory
+(managed spot; see common/checkpoints.py).
 Unknown keys are reported in the log and ignored, so an image never fails because a client
 sends a setting meant for another image.
 """
@@ -25,9 +26,7 @@ from common.sagemaker import TrainingError
 
 PREFIXES = (("process.train.", ""), ("process.eval.", "eval."), ("model.", ""))
 
-IGNORED = frozenset(
-    {"using_gpu", "saveCheckpointSteps", "keepCheckpointMax", "eval.using_gpu", "eval.steps"}
-)
+IGNORED = frozenset({"using_gpu", "eval.using_gpu", "eval.steps"})
 
 
 def canonical_key(key: str) -> str:
@@ -57,6 +56,8 @@ class Hyperparameters:
     eval_fraction: float = 0.2
     seed: int = 42
     log_steps: int = 50
+    save_checkpoint_steps: int = 100
+    keep_checkpoint_max: int = 3
 
     def learning_rate(self, step: int) -> float:
         """Exponential decay, as TensorFlow's (non-staircase) exponential_decay."""
@@ -132,6 +133,8 @@ SPECS = (
     Spec("eval.fraction", "eval_fraction", _parse_float, lambda v: 0 < v < 1, "in (0, 1)"),
     Spec("seed", "seed", _parse_int, _between(0, 2**32 - 1), "in [0, 4294967295]"),
     Spec("logSteps", "log_steps", _parse_int, _at_least(1), ">= 1"),
+    Spec("saveCheckpointSteps", "save_checkpoint_steps", _parse_int, _at_least(1), ">= 1"),
+    Spec("keepCheckpointMax", "keep_checkpoint_max", _parse_int, _at_least(1), ">= 1"),
 )
 _BY_KEY = {spec.key: spec for spec in SPECS}
 assert {spec.field for spec in SPECS} == {f.name for f in fields(Hyperparameters)}

@@ -9,6 +9,7 @@ SageMaker mounts everything under one root, `/opt/ml`:
     model/                              uploaded as output/model.tar.gz
     output/data/                        uploaded as output/output.tar.gz
     output/failure                      its text becomes the job's FailureReason
+    checkpoints/                        spot jobs only: synced with CheckpointConfig.S3Uri
 
 The root can be moved with the environment variable OPT_ML_ROOT, which is how the local
 runtime and the tests run an image's script without a container.
@@ -77,6 +78,11 @@ class SageMakerPaths:
     @property
     def evaluation_file(self) -> Path:
         return self.output_data_dir / "evaluation.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Exists only for jobs with a CheckpointConfig (managed spot)."""
+        return self.root / "checkpoints"
 
     @property
     def failure_file(self) -> Path:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.checkpoints import Checkpoints, TrainingState, fingerprint
 from common.data import holdout_split, list_data_files, read_records
 from common.hyperparameters import Hyperparameters, parse_hyperparameters
 from common.metrics import classification_report, majority_baseline, natural_key
@@ -179,15 +180,40 @@ def gold_ids(task: Task, examples: Sequence[Any], index: dict[str, int]) -> np.n
 
 
 def train_model(
-    model: Model, prepared: Any, n_examples: int, hp: Hyperparameters, rng: np.random.Generator
+    model: Model,
+    prepared: Any,
+    n_examples: int,
+    hp: Hyperparameters,
+    rng: np.random.Generator,
+    checkpoints: Checkpoints | None = None,
 ) -> float:
-    """Run the optimisation; returns the mean loss over the last logging window."""
+    """Run the optimisation; returns the mean loss over the last logging window.
+
+    With `checkpoints` (a spot job), it resumes from the newest one and saves one every
+    saveCheckpointSteps steps.
+    """
     optimizer = MomentumSGD(model.params, hp.momentum)
     batch = min(hp.batch_size, n_examples)
     order = rng.permutation(n_examples)
     position = 0
     window_loss, window_steps, last = 0.0, 0, float("nan")
-    for step in range(1, hp.steps + 1):
+    first = 1
+    resumed = checkpoints.latest(log) if checkpoints is not None else None
+    if resumed is not None:
+        for key, value in resumed.params.items():
+            model.params[key][...] = value  # in place: the model's views share these arrays
+        for key, value in resumed.velocity.items():
+            optimizer.velocity[key][...] = value
+        rng.bit_generator.state = resumed.rng_state
+        order, position = resumed.order, resumed.position
+        window_loss, window_steps, last = (
+            resumed.window_loss,
+            resumed.window_steps,
+            resumed.last_loss,
+        )
+        first = resumed.step + 1
+        log(f"resuming from checkpoint at step {resumed.step}/{hp.steps}")
+    for step in range(first, hp.steps + 1):
         if position + batch > n_examples:  # next epoch: reshuffle
             order = rng.permutation(n_examples)
             position = 0
@@ -207,6 +233,21 @@ def train_model(
             mean = window_loss / window_steps
             log(f"step {step}/{hp.steps} loss={mean:.4f} lr={lr:.5f} grad_norm={grad_norm:.3f}")
             last, window_loss, window_steps = mean, 0.0, 0
+        if checkpoints is not None and checkpoints.due(step, hp.steps):
+            saved = checkpoints.save(
+                TrainingState(
+                    step=step,
+                    params=model.params,
+                    velocity=optimizer.velocity,
+                    rng_state=rng.bit_generator.state,
+                    order=order,
+                    position=position,
+                    window_loss=window_loss,
+                    window_steps=window_steps,
+                    last_loss=last,
+                )
+            )
+            log(f"checkpoint saved at step {step}: {saved.name}")
     return last
 
 
@@ -229,7 +270,18 @@ def run(task: Task, paths: SageMakerPaths) -> dict[str, Any]:
     model = task.build_model(dataset.train, labels, hp, rng)
     log(f"model: {model.describe()}")
     train_prepared = model.prepare(dataset.train)
-    final_loss = train_model(model, train_prepared, len(dataset.train), hp, rng)
+    checkpoints = Checkpoints(
+        paths.checkpoint_dir,
+        hp.save_checkpoint_steps,
+        hp.keep_checkpoint_max,
+        fingerprint(hp.as_dict(), labels, model.params),
+    )
+    if checkpoints.enabled:
+        log(
+            f"checkpoints: every {hp.save_checkpoint_steps} steps to {paths.checkpoint_dir}, "
+            f"keeping {hp.keep_checkpoint_max}"
+        )
+    final_loss = train_model(model, train_prepared, len(dataset.train), hp, rng, checkpoints)
 
     # Score the evaluation set in chunks of eval.batchsize records.
     eval_prepared = model.prepare(dataset.evaluation)

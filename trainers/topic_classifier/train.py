@@ -6,8 +6,19 @@ and writes the model and evaluation.json. See trainers/README.md.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
+
+
+# A stop or a spot interruption may come while NumPy is still loading: end as a stopped run
+# (status 143) rather than be killed outright. main() then installs the full handler.
+def _stop_while_starting(signum: int, _frame: object) -> None:
+    print("SIGTERM received while starting: stopping", flush=True)
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _stop_while_starting)
 
 # The layers are small: one BLAS thread is faster than several, and keeps every run's numbers
 # identical. Must be set before NumPy loads.

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
-from aifactory import report, timefmt
+from aifactory import cost, report, timefmt
 from aifactory.errors import EgressError, UnsendableRequest
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES
@@ -134,9 +134,10 @@ def build_callback(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
     status = job["status"]
     end_time: Any = job.get("training_end_time")
     failure_reason = job.get("failure_reason")
-    model_uri = model_url = log = None
+    model_uri = model_url = log = described = None
     if job.get("sagemaker_job"):
         described = rt.training.describe(job["job_name"])
+        failure_reason = failure_reason or cost.limit_reason(described)
         if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
             status = described["TrainingJobStatus"]
         end_time = described.get("TrainingEndTime") or end_time
@@ -159,6 +160,9 @@ def build_callback(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
     }
     if status == "Failed" or failure_reason:
         body["failure_reason"] = failure_reason or "the training job failed"
+    spent = cost.cost_fields(described)  # training/billable seconds, spot, spot_savings
+    body.update(spent)
+    rt.store.record_cost(job["job_name"], spent)  # for check_training_status
     return body
 
 

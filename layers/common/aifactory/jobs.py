@@ -6,7 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, callbacks, timefmt
+from aifactory import aws, callbacks, cost, timefmt
 from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
@@ -119,6 +119,8 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         # Staging progress (additive): records and pages staged so far.
         status["staged_records"] = int(job.get("staged_records", 0))
         status["staged_pages"] = int(job.get("staged_pages", 0))
+    if job["status"] in TERMINAL_STATUSES:  # what the job cost, once it has ended
+        status.update(cost.status_fields(job))
     return status
 
 

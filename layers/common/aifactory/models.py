@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -159,6 +160,8 @@ class Resource(_Strict):
     InstanceType: Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
     InstanceCount: Count = Field(default=1, ge=1, le=MAX_SAFE_INTEGER)
     VolumeSizeInGB: Count = Field(default=5, ge=1, le=MAX_SAFE_INTEGER)
+    # Managed spot, when the deployment's SpotTraining policy is opt-in.
+    spot: StrictBool | None = None
 
     @field_validator("InstanceType")
     @classmethod

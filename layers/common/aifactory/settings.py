@@ -3,6 +3,7 @@
 import functools
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -86,6 +87,13 @@ class Settings(BaseModel):
         alias="CALLBACK_STALE_CLAIM_SECONDS", default=300, ge=1
     )
     staging_stuck_seconds: int = Field(alias="STAGING_STUCK_SECONDS", default=18000, ge=1)
+    # Cost: managed spot (never / opt-in / always), its wait bound, warm pools, input mode.
+    spot_training: Literal["never", "opt-in", "always"] = Field(
+        alias="SPOT_TRAINING", default="opt-in"
+    )
+    max_wait_seconds: int = Field(alias="MAX_WAIT_SECONDS", default=172800, ge=1)
+    warm_pool_seconds: int = Field(alias="WARM_POOL_SECONDS", default=0, ge=0, le=3600)
+    input_mode: Literal["File", "FastFile"] = Field(alias="INPUT_MODE", default="File")
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, callbacks, timefmt
+from aifactory import aws, callbacks, cost, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -625,7 +625,7 @@ def _tag(value: str) -> str:
 def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
     settings, model = rt.settings, job["request"]["training_model"]
     bucket = settings.data_bucket
-    return {
+    params = {
         "TrainingJobName": job["job_name"],
         "AlgorithmSpecification": {"TrainingImage": model["image"], "TrainingInputMode": "File"},
         "RoleArn": settings.sagemaker_role_arn,
@@ -660,6 +660,10 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
             {"Key": "aifactory:creator", "Value": _tag(job["creator"])},
         ],
     }
+    # Spot and checkpoints, warm pool, input mode: see cost.py.
+    return cost.merge(
+        params, cost.training_job_fields(settings, job["job_name"], model["resource"])
+    )
 
 
 def _end(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:

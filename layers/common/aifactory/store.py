@@ -412,6 +412,10 @@ class JobStore:
             is not None
         )
 
+    def record_cost(self, job_name: str, fields: dict[str, Any]) -> None:
+        """What an ended job cost (training_seconds, billable_seconds, spot, spot_savings)."""
+        self._update(job_name, {k: _dynamo_number(v) for k, v in fields.items()})
+
 
 def _progress_mark() -> dict[str, str]:
     """When staging last moved: the reconciler leaves staging that is still moving alone."""
@@ -430,3 +434,8 @@ def _check_token(token: str, owner: str) -> None:
         raise BadRequest("next_token: is not a token this API issued") from None
     if token_owner != owner or not valid:
         raise BadRequest("next_token: is not a token this API issued")
+
+
+def _dynamo_number(value: Any) -> Any:
+    """DynamoDB takes Decimal, not float."""
+    return Decimal(str(value)) if isinstance(value, float) else value
