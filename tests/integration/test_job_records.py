@@ -1,0 +1,76 @@
+"""The job record moves only forward: newer progress shows, an end is final and named, a stop
+may be repeated, and no job is ever overwritten by another."""
+
+from botocore.stub import Stubber
+
+from aifactory import aws as aws_clients
+from aifactory import jobs as jobs_module
+from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending, staged_job
+
+
+def status_of(fns, job):
+    return call(fns, "check_training_status", {"job_name": job})[1]
+
+
+def test_each_newer_progress_event_shows_in_the_status(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a job whose training has started
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_inprogress.json", job, SecondaryStatus="Starting", LastModifiedTime=1000)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+    # When SageMaker reports later stages, each newer than the last
+    for moment, stage in ((2000, "Downloading"), (3000, "Training"), (4000, "Uploading")):
+        notify(fns, "notify_inprogress.json", job, SecondaryStatus=stage, LastModifiedTime=moment)
+        # Then each one shows
+        assert status_of(fns, job)["secondary_status"] == stage
+
+
+def test_a_job_that_fails_while_staging_names_its_end_as_its_secondary_status(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    httpserver.expect_request("/data").respond_with_data("not json", status=404)
+    body = seed_request(httpserver.url_for("/data"), callbacks.url)
+    job = call(fns, "create_training_job", body)[1]["job_name"]
+    stage_pending(fns, aws, factory_env)
+    status = status_of(fns, job)
+    assert (status["status"], status["secondary_status"]) == ("Failed", "Failed")
+
+
+def test_stopping_a_job_that_is_already_stopping_is_accepted_again(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a training job the client has asked to stop once
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_inprogress.json", job, LastModifiedTime=1)
+    with Stubber(aws_clients.client("sagemaker")) as stub:
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": job})
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": job})
+        assert call(fns, "stop_training_job", {"job_name": job})[0] == 200
+        assert status_of(fns, job)["status"] == "Stopping"
+        # When it asks again before SageMaker has reported the end
+        status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
+        # Then the stop is accepted again and passed on, not refused as a conflict
+        assert (status, answer) == (200, {"status": "success", "job_name": job})
+        stub.assert_no_pending_responses()
+
+
+def test_a_colliding_job_name_never_overwrites_the_job_that_has_it(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    # Given two clients whose jobs would be given the same name
+    httpserver.expect_request("/data").respond_with_handler(Dataset([{"text": "t"}]))
+    monkeypatch.setattr(jobs_module, "new_job_name", lambda: "sage-maker-train-collision")
+    body = seed_request(httpserver.url_for("/data"), callbacks.url)
+    first = dict(body, creator="first")
+    status, answer, _ = call(fns, "create_training_job", first, key_id="collision-key-1")
+    assert status == 200
+    # When the second create comes
+    second = dict(body, creator="second")
+    status, _, _ = call(fns, "create_training_job", second, key_id="collision-key-2")
+    # Then it is refused, and the first client still owns its job, unchanged
+    assert status != 200
+    item = aws.dynamodb.Table(factory_env["JOBS_TABLE"]).get_item(
+        Key={"job_name": "sage-maker-train-collision"}
+    )["Item"]
+    assert (item["owner"], item["creator"]) == ("collision-key-1", "first")
