@@ -5,6 +5,7 @@ shape: never a 500. Property-based over arbitrary bytes and JSON, plus the known
 import base64
 import copy
 import json
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -35,9 +36,10 @@ CONTENT_TYPES = (
 )
 
 # Fixed seed (derandomize), no example database, a per-example deadline a loaded 2-core
-# machine meets with room to spare.
+# machine meets with room to spare. `make mutate` runs fewer examples per mutant
+# (AIFACTORY_FUZZ_EXAMPLES); `make test` runs the full 1,000.
 FUZZ = settings(
-    max_examples=1000,
+    max_examples=int(os.environ.get("AIFACTORY_FUZZ_EXAMPLES", "1000")),
     derandomize=True,
     database=None,
     deadline=timedelta(seconds=10),
