@@ -25,7 +25,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from aifactory_local import provision as provisioning
-from aifactory_local.apigateway import ApiGateway, ApiKey
+from aifactory_local.apigateway import ApiGateway, ApiKey, emulated_keys
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -275,6 +275,8 @@ class LocalFactory:
             host=self.host,
             port=self.port,
             access_log=self.logs_dir / "api.log",
+            # Keys issued by the admin CLI live in the emulated API Gateway, tagged with a tenant.
+            key_lookup=emulated_keys(self.client("apigateway")),
         )
         self.api.start()
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
