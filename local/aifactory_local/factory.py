@@ -350,6 +350,9 @@ class LocalFactory:
                 "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
                 "POWERTOOLS_LOG_LEVEL": self.log_level,
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                # Metrics are EMF lines on stdout, which CloudWatch reads when deployed; here
+                # they would interleave with the terminal's output. `environment` re-enables.
+                "POWERTOOLS_METRICS_DISABLED": "true",
             }
         )
         env.update(self.environment)
