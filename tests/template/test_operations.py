@@ -4,6 +4,9 @@ tenant lookup needs."""
 
 import json
 import re
+import subprocess
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from tests.template.cfn import (
 pytestmark = pytest.mark.template
 
 TOPIC = "${AlarmTopic}"
+ROOT = Path(__file__).resolve().parents[2]
 API_FUNCTIONS = ("CreateFn", "ListFn", "StopFn", "StatusFn", "RedeliverFn", "ModelUrlFn")
 
 
@@ -194,3 +198,58 @@ def test_api_functions_read_only_api_keys_for_the_tenant_and_nothing_else_may(cf
             ]
         else:
             assert granted == []
+
+
+def _overrides(config: dict[str, Any], env: str) -> dict[str, str]:
+    pairs = config[env]["deploy"]["parameters"]["parameter_overrides"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_dev_and_prod_environments_override_real_parameters_with_valid_values(sam_template):
+    # Given samconfig.toml's dev and prod environments
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    parameters = sam_template["Parameters"]
+    for env in ("dev", "prod"):
+        # Then each deploys its own stack, and every override is a parameter it accepts
+        assert config[env]["deploy"]["parameters"]["stack_name"] == f"aifactory-{env}"
+        assert config[env]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_IAM"
+        for name, value in _overrides(config, env).items():
+            spec = parameters[name]
+            if "AllowedValues" in spec:
+                assert value in [str(v) for v in spec["AllowedValues"]], (env, name)
+            if "MinValue" in spec:
+                assert spec["MinValue"] <= float(value) <= spec["MaxValue"], (env, name)
+            if "AllowedPattern" in spec:
+                assert re.fullmatch(spec["AllowedPattern"], value), (env, name)
+    # and dev is the small, talkative one: more logs kept for less time, lower limits
+    dev, prod = _overrides(config, "dev"), _overrides(config, "prod")
+    assert (dev["LogLevel"], prod["LogLevel"]) == ("DEBUG", "INFO")
+    assert int(dev["LogRetentionDays"]) < int(prod["LogRetentionDays"])
+    assert int(dev["MaxActiveJobsPerOwner"]) < int(prod["MaxActiveJobsPerOwner"])
+    assert int(dev["MaxInstanceCount"]) < int(prod["MaxInstanceCount"])
+    assert int(dev["TrainingFailuresAlarmThreshold"]) > int(prod["TrainingFailuresAlarmThreshold"])
+    # and only prod asks before it changes anything
+    assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
+    assert config["dev"]["deploy"]["parameters"]["confirm_changeset"] is False
+
+
+def test_make_deploy_builds_and_deploys_the_chosen_environment():
+    # Given the Makefile, When `make deploy ENV=prod` is dry-run
+    dry = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "deploy", "ENV=prod"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # Then it builds and deploys prod's configuration
+    assert "sam build --config-env prod" in dry
+    assert "sam deploy --config-env prod" in dry
+    # and an unknown environment is refused before anything runs
+    refused = subprocess.run(
+        ["make", "-o", ".venv/.installed", "deploy", "ENV=staging"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "ENV must be dev or prod" in refused.stdout
