@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools
+.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools deploy
 
 venv: $(STAMP)
 
@@ -68,6 +68,14 @@ build: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_throughput.py
 	$(BIN)/python benchmarks/staging_memory.py
+
+# Build and deploy one environment of samconfig.toml (dev or prod): `make deploy ENV=prod`.
+# Needs AWS credentials for the target account; prod shows the change set and asks first.
+ENV ?= dev
+deploy: $(STAMP)
+	@case "$(ENV)" in dev|prod) ;; *) echo "ENV must be dev or prod, not '$(ENV)'"; exit 2;; esac
+	$(BIN)/sam build --config-env $(ENV)
+	$(BIN)/sam deploy --config-env $(ENV)
 
 # Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI
 # allows, so it has its own environment: the development pins less the SAM CLI, plus mutmut.

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aifactory import jobs
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
+from aifactory.metrics import metrics
 from aifactory.models import ListJobsRequest
 from aifactory.runtime import get_runtime
 
@@ -26,5 +27,6 @@ def check_trained_job() -> Response:
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

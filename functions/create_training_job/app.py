@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aifactory import idempotency, jobs
 from aifactory.api import make_resolver, parse_body, request
 from aifactory.log import logger
+from aifactory.metrics import metrics
 from aifactory.models import CreateTrainingJobRequest
 from aifactory.runtime import get_runtime
 
@@ -36,5 +37,6 @@ def create_training_job() -> dict[str, str]:
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

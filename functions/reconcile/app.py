@@ -5,6 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aifactory.log import logger
+from aifactory.metrics import metrics
 from aifactory.reconciler import sweep
 from aifactory.runtime import get_runtime
 
@@ -13,5 +14,6 @@ get_runtime()
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     return sweep(get_runtime())

@@ -10,6 +10,10 @@ the same event shape API Gateway builds, and its statusCode, headers and body ar
 Paths are accepted with or without the stage prefix (/prod/create_training_job and
 /create_training_job), as through the execute-api URL and through a custom domain.
 Usage plan throttling and quotas are not enforced locally.
+
+Keys are the ones given at start, and every enabled key of the emulated API Gateway (as
+`aifactory-admin keys issue` creates them, with their `aifactory:tenant` tag): those are looked
+up on each request, so a revoked (deleted or disabled) key is refused at once, as deployed.
 """
 
 import base64
@@ -19,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -45,10 +50,28 @@ def api_key_id(value: str) -> str:
 class ApiKey:
     name: str
     value: str
+    # The emulated API Gateway's id for keys created there; derived from the value otherwise.
+    key_id: str | None = None
 
     @property
     def id(self) -> str:
-        return api_key_id(self.value)
+        return self.key_id or api_key_id(self.value)
+
+
+def emulated_keys(client: Any) -> Callable[[str], ApiKey | None]:
+    """Look a key value up among the enabled API keys of an emulated API Gateway."""
+
+    def lookup(value: str) -> ApiKey | None:
+        if not value:
+            return None
+        pages = client.get_paginator("get_api_keys").paginate(includeValues=True)
+        for page in pages:
+            for item in page.get("items", []):
+                if item.get("value") == value and item.get("enabled"):
+                    return ApiKey(str(item.get("name") or item["id"]), value, str(item["id"]))
+        return None
+
+    return lookup
 
 
 class ApiGateway:
@@ -63,9 +86,11 @@ class ApiGateway:
         host: str = "127.0.0.1",
         port: int = 3000,
         access_log: Path | None = None,
+        key_lookup: Callable[[str], ApiKey | None] | None = None,
     ) -> None:
         self.routes = {(method.upper(), path): fn for (method, path), fn in routes.items()}
         self.keys = {key.value: key for key in api_keys}
+        self.key_lookup = key_lookup
         self.stage = stage
         self.access_log = access_log
         self._log_lock = threading.Lock()
@@ -109,7 +134,7 @@ class ApiGateway:
             path = path[len(self.stage) + 1 :]
         body = request.read_body()
         function = self.routes.get((request.command, path))
-        key = self.keys.get(_header(request, "x-api-key") or "")
+        key = self._key(_header(request, "x-api-key") or "")
         if function is None:
             status, headers, payload = _gateway_error(
                 403, "Missing Authentication Token", "MissingAuthenticationTokenException"
@@ -124,6 +149,15 @@ class ApiGateway:
         headers += [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", request_id[:16])]
         request.send_bytes(status, payload, headers)
         self._access(request, path, key, status, started, request_id)
+
+    def _key(self, value: str) -> ApiKey | None:
+        key = self.keys.get(value)
+        if key is None and self.key_lookup is not None:
+            try:
+                key = self.key_lookup(value)
+            except Exception:
+                log.exception("could not look the API key up")
+        return key
 
     def build_event(
         self,

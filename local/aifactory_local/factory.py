@@ -25,7 +25,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from aifactory_local import provision as provisioning
-from aifactory_local.apigateway import ApiGateway, ApiKey
+from aifactory_local.apigateway import ApiGateway, ApiKey, emulated_keys
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -278,6 +278,8 @@ class LocalFactory:
             host=self.host,
             port=self.port,
             access_log=self.logs_dir / "api.log",
+            # Keys issued by the admin CLI live in the emulated API Gateway, tagged with a tenant.
+            key_lookup=emulated_keys(self.client("apigateway")),
         )
         self.api.start()
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
@@ -351,6 +353,9 @@ class LocalFactory:
                 "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
                 "POWERTOOLS_LOG_LEVEL": self.log_level,
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                # Metrics are EMF lines on stdout, which CloudWatch reads when deployed; here
+                # they would interleave with the terminal's output. `environment` re-enables.
+                "POWERTOOLS_METRICS_DISABLED": "true",
             }
         )
         env.update(self.environment)

@@ -30,12 +30,15 @@ TRAINING_JOBS = (
 )
 RETRY_QUEUE = "${CallbackRetryQueue.Arn}"
 IDEMPOTENCY_TABLE = "${IdempotencyTable.Arn}"
+# API keys, read for their aifactory:tenant tag (the caller's tenant).
+API_KEYS = "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"
 
 # Action -> resources, per function. CreateFn's kms:Decrypt is there because SQS verifies a
 # new data key with Decrypt when a producer sends to a KMS-encrypted queue; it is allowed
 # only through SQS (checked below).
 EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "CreateFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:PutItem": {TABLE, IDEMPOTENCY_TABLE},
         "dynamodb:DeleteItem": {TABLE, IDEMPOTENCY_TABLE},
         # Counting the caller's active jobs reads the sparse index only.
@@ -49,14 +52,17 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE},
     },
     "ListFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:Query": {TABLE, "${JobsTable.Arn}/index/*"},
     },
     "StopFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sagemaker:StopTrainingJob": {TRAINING_JOBS},
     },
     "StatusFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
     },
     "StageFn": {
@@ -101,6 +107,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "sqs:SendMessage": {"${CallbackDLQ.Arn}"},
     },
     "RedeliverFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sqs:SendMessage": {RETRY_QUEUE},
@@ -108,6 +115,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "kms:Decrypt": {KEY},
     },
     "ModelUrlFn": {
+        "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
         "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
         "s3:GetObject": {MODELS},

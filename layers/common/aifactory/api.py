@@ -12,8 +12,9 @@ from urllib.parse import parse_qsl
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from pydantic import BaseModel
 
+from aifactory import tenants
 from aifactory.errors import BadRequest, FactoryError, Forbidden
-from aifactory.log import logger
+from aifactory.log import for_job, logger
 from aifactory.models import validate
 from aifactory.runtime import Runtime, get_runtime
 
@@ -151,12 +152,14 @@ def _parse_form(data: bytes, content_type: str) -> dict[str, Any]:
 
 
 def caller(app: APIGatewayRestResolver) -> str:
-    """The owner of the request: the API key's id, as API Gateway resolved it."""
+    """The owner of the request: the tenant of the API key API Gateway resolved."""
     identity = app.current_event.request_context.identity
     key_id = identity.api_key_id if identity else None
     if not key_id:
         raise Forbidden("Forbidden")
-    return str(key_id)
+    tenant = tenants.tenant_of(str(key_id))
+    for_job(tenant=tenant)  # every log line of this request names the tenant, not the key
+    return tenant
 
 
 def request[M: BaseModel](app: APIGatewayRestResolver, model: type[M]) -> tuple[Runtime, str, M]:

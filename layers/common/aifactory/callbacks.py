@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
-from aifactory import cost, report, timefmt
+from aifactory import cost, metrics, report, timefmt
 from aifactory.errors import EgressError, UnsendableRequest
-from aifactory.log import logger
+from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 from aifactory.settings import Settings
@@ -129,8 +129,11 @@ def model_key(rt: Runtime, described: dict[str, Any]) -> tuple[str | None, str |
     return None, None
 
 
-def build_callback(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
-    """The seed's callback object, with additive fields failure_reason and model_s3_uri."""
+def build_callback(rt: Runtime, job: dict[str, Any], *, measure: bool = False) -> dict[str, Any]:
+    """The seed's callback object, with additive fields failure_reason and model_s3_uri.
+
+    With `measure`, the job's training and billable seconds are recorded as metrics (once,
+    on the first attempt, from the same DescribeTrainingJob)."""
     status = job["status"]
     end_time: Any = job.get("training_end_time")
     failure_reason = job.get("failure_reason")
@@ -140,6 +143,8 @@ def build_callback(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
         failure_reason = failure_reason or cost.limit_reason(described)
         if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
             status = described["TrainingJobStatus"]
+            if measure:
+                metrics.training_time(described)
         end_time = described.get("TrainingEndTime") or end_time
         failure_reason = described.get("FailureReason") or failure_reason
         model_uri, key = model_key(rt, described)
@@ -178,7 +183,7 @@ def webhook_headers(
 
 
 # -- one attempt --------------------------------------------------------------------------------
-def _attempt(rt: Runtime, job: dict[str, Any]) -> Outcome:
+def _attempt(rt: Runtime, job: dict[str, Any], *, first: bool = False) -> Outcome:
     """Build and POST the callback once.
 
     A fault while gathering it (a throttled describe, say) counts as a failed attempt, so it
@@ -186,8 +191,9 @@ def _attempt(rt: Runtime, job: dict[str, Any]) -> Outcome:
     cannot carry (a header value it cannot encode) is permanent.
     """
     job_name = job["job_name"]
+    metrics.callback_attempt()
     try:
-        body = build_callback(rt, job)
+        body = build_callback(rt, job, measure=first)
         opened = rt.secrets.open(job_name, job["secrets"])
     except Exception as exc:
         logger.exception("could not build the callback", extra={"job_name": job_name})
@@ -239,6 +245,7 @@ def _give_up(rt: Runtime, job: dict[str, Any], attempt: int, error: str, to_dlq:
             {"job_name": job_name, "generation": int(job.get("callback_generation", 0))},
         )
     logger.error("callback undeliverable", extra={"job_name": job_name, "error": error})
+    metrics.callback_failed()
 
 
 def _stale_before(rt: Runtime) -> str:
@@ -256,16 +263,18 @@ def start_delivery(rt: Runtime, job_name: str) -> None:
         logger.info("callback already claimed", extra={"job_name": job_name})
         return
     job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
     if job is None:
         return
     generation = int(job.get("callback_generation", 0))
-    outcome = _attempt(rt, job)
+    outcome = _attempt(rt, job, first=True)
     attempted_at = timefmt.to_iso(timefmt.now())
     if outcome.error is None:
         rt.store.record_delivery(
             job_name, "delivered", 1, last_attempt_at=attempted_at, generation=generation
         )
         logger.info("callback delivered", extra={"job_name": job_name, "attempt": 1})
+        metrics.callback_delivered(job.get("training_end_time"))
         return
     if outcome.permanent:
         _give_up(rt, job, 1, outcome.error, to_dlq=False)
@@ -302,6 +311,7 @@ def retry_delivery(
     """Receive `receive_count` (1-based) of a retry message. Raises DeliveryFailed to leave the
     message on the queue, hidden for the next backoff interval."""
     job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
     if job is None or int(job.get("callback_generation", 0)) != generation:
         return  # unknown, or superseded by a replay
     if job.get("callback_state") == "delivered":
@@ -318,6 +328,7 @@ def retry_delivery(
             generation=generation,
         )
         logger.info("callback delivered", extra={"job_name": job_name, "attempt": attempt})
+        metrics.callback_delivered(job.get("training_end_time"))
         return
     if outcome.permanent:
         _give_up(rt, job, attempt, outcome.error, to_dlq=False)

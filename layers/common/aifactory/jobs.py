@@ -6,9 +6,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, callbacks, cost, timefmt
+from aifactory import aws, callbacks, cost, metrics, timefmt
 from aifactory.errors import Conflict, NotFound, TooManyRequests
-from aifactory.log import logger
+from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
 from aifactory.runtime import Runtime
 from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN
@@ -32,6 +32,7 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
             f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
         )
     job_name = new_job_name()
+    for_job(job_name, owner)
     sealed = rt.secrets.seal(
         job_name,
         {
@@ -74,6 +75,7 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
         rt.store.delete(job_name)
         raise
     logger.info("job created", extra={"job_name": job_name, "task_def": request.task_def})
+    metrics.job_created()
     return {"status": "success", "job_name": job_name}
 
 
@@ -82,6 +84,7 @@ def get_owned(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     job = rt.store.get(job_name)
     if job is None or job.get("owner") != owner:
         raise NotFound(f"job_name: no training job named {job_name}")
+    for_job(job_name, owner)
     return job
 
 

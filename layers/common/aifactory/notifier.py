@@ -3,8 +3,8 @@ state send the callback. Events may repeat or arrive out of order."""
 
 from typing import Any
 
-from aifactory import callbacks, timefmt
-from aifactory.log import logger
+from aifactory import callbacks, metrics, timefmt
+from aifactory.log import for_job, logger
 from aifactory.models import STATUSES, TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 
@@ -31,6 +31,7 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
         logger.warning("ignoring a malformed state change", extra={"job_name": job_name})
         return
     job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
     if job is None:
         logger.info("ignoring a job this Factory does not own", extra={"job_name": job_name})
         return
@@ -53,6 +54,8 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
         "state change" if applied else "stale or repeated state change",
         extra={"job_name": job_name, "status": status, "secondary": fields.get("secondary_status")},
     )
+    if applied and status in TERMINAL_STATUSES:
+        metrics.job_ended(status)
     if status in TERMINAL_STATUSES:
         # Even for a repeat: the claim inside makes sure only one callback is ever sent.
         callbacks.start_delivery(rt, job_name)

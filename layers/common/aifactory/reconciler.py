@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aifactory import callbacks, notifier, timefmt
-from aifactory.log import logger
+from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 
@@ -41,6 +41,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
 
 def _repair(rt: Runtime, job_name: str) -> str | None:
     job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
     if job is None:
         return None
     now = timefmt.now()

@@ -45,8 +45,9 @@ def get_runtime() -> Runtime:
 
 def reset() -> None:
     """Forget the cached settings, clients and runtime (tests and the local Factory)."""
-    from aifactory import aws
+    from aifactory import aws, tenants
 
+    tenants.forget()
     get_settings.cache_clear()
     get_runtime.cache_clear()
     aws.client.cache_clear()

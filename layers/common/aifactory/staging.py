@@ -38,11 +38,11 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, callbacks, cost, timefmt
+from aifactory import aws, callbacks, cost, metrics, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
-from aifactory.log import logger
+from aifactory.log import for_job, logger
 from aifactory.runtime import Runtime
 
 # SageMaker tag values: letters, digits, spaces and _.:/=+-@, up to 256 characters.
@@ -601,6 +601,12 @@ class Stager:
                 "continuations": cp.continuations,
             },
         )
+        metrics.staged(
+            started_at=self.job.get("created_at"),
+            records=cp.records,
+            size=cp.bytes,
+            retries=cp.retries,
+        )
         started = self.rt.store.mark_starting(
             self.job_name, staging={**self.cp.to_item(), "owner": self.token}, owner=self.token
         )
@@ -670,6 +676,7 @@ def _end(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> 
     """End a job before SageMaker ever saw it, and send its one callback."""
     if rt.store.finish(job_name, status, reason=reason, end_time=timefmt.to_iso(timefmt.now())):
         logger.info("job ended during staging", extra={"job_name": job_name, "status": status})
+        metrics.job_ended(status)
     callbacks.start_delivery(rt, job_name)
 
 
@@ -720,6 +727,7 @@ def _stage(
     remaining_ms: Callable[[], int] | None,
 ) -> None:
     job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
     if job is None:
         logger.warning("staging message for an unknown job", extra={"job_name": job_name})
         return
