@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -365,3 +366,44 @@ def test_the_printed_export_line_makes_boto3_list_the_bucket_and_scan_the_table(
         }  # fmt: skip
     finally:
         assert serve.stop() == 0, serve.output
+
+
+def test_the_callback_receiver_prints_the_headers_it_got_with_their_values_masked(
+    tmp_path: Path,
+) -> None:
+    # Given the callback receiver started from a shell
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "receiver.out"
+    with out.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aifactory_local.callback_receiver", "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "receiving callbacks" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        # When a callback arrives with a secret header
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/callback",
+            json={"job_name": "j-1", "status": "Completed"},
+            headers={"x-api-key": "callback-secret-value", "webhook-id": "msg_1"},
+            timeout=10,
+        )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 30
+        while '"job_name": "j-1"' not in out.read_text():
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    # Then it shows which headers came, the secret only by its length
+    printed = out.read_text()
+    assert "x-api-key: *** (21 characters)" in printed
+    assert "webhook-id: msg_1" in printed
+    assert "callback-secret-value" not in printed
