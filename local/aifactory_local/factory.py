@@ -26,7 +26,7 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from aifactory_local import persistence
+from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id
 from aifactory_local.events import EventBus, Rule
@@ -326,6 +326,7 @@ class LocalFactory:
         if not self._started:
             return
         self._started = False
+        lambda_context.SHUTTING_DOWN.set()
         for poller in self.pollers:
             poller.request_stop()
         for timer in self.timers:
@@ -343,6 +344,7 @@ class LocalFactory:
             ("environment", self._restore_env),
             ("logging", self._teardown_logging),
             ("state dir lock", self._release_lock),
+            ("invocations", lambda_context.SHUTTING_DOWN.clear),
         ]
         for name, step in steps:
             try:

@@ -171,7 +171,17 @@ def load_account(state_dir: Path) -> dict[str, str] | None:
         backend = get_backend(service)[account][region]  # type: ignore[call-overload]
         backend.__dict__.clear()
         backend.__dict__.update(state)
+        if service == "sqs":
+            _release_in_flight(backend)
     return dict(resources)
+
+
+def _release_in_flight(backend: Any) -> None:
+    """Messages received by the previous run are visible again at once: the invocations that
+    held them ended with it (staging resumes now, not after the visibility timeout)."""
+    for queue in list(getattr(backend, "queues", {}).values()):
+        for message in list(getattr(queue, "_messages", [])):
+            message.visible_at = 0.0
 
 
 def save_jobs(state_dir: Path, jobs: list[dict[str, Any]]) -> None:

@@ -407,3 +407,42 @@ def test_the_callback_receiver_prints_the_headers_it_got_with_their_values_maske
     assert "x-api-key: *** (21 characters)" in printed
     assert "webhook-id: msg_1" in printed
     assert "callback-secret-value" not in printed
+
+
+def test_a_job_stopped_while_staging_resumes_and_completes_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # Given a job whose dataset endpoint is slow, so staging is under way
+    state = tmp_path / "state"
+    first = Serve(tmp_path, state, "--trainer", FAST, name="first")
+    with (
+        DatasetServer(tagging_records(100), latency=0.4) as dataset,
+        CallbackReceiver() as receiver,
+    ):
+        try:
+            facts = first.wait_ready()
+            (key,) = facts["api_keys"].values()
+            body = _job_body(dataset, receiver, "sklearn_report")
+            body["dataset_endpoint"]["pagination"]["page_size"] = 10
+            created = _post(facts, key, "create_training_job", body)
+            assert created.status_code == 200, created.text
+            job = created.json()["job_name"]
+            deadline = time.monotonic() + 60
+            while len(dataset.requests) < 2:  # staging has begun
+                assert time.monotonic() < deadline, first.output
+                time.sleep(0.1)
+            status = _post(facts, key, "check_training_status", {"job_name": job}).json()
+            assert status["status"] not in ("Completed", "Failed", "Stopped"), status
+        finally:
+            # When the Factory is stopped mid-staging and started again
+            assert first.stop() == 0, first.output
+        second = Serve(tmp_path, state, "--trainer", FAST, name="second")
+        try:
+            again = second.wait_ready()
+            # Then staging resumes and the job completes, with its callback
+            done = _wait_status(again, key, job, ("Completed", "Failed", "Stopped"), timeout=120)
+            assert done["status"] == "Completed", done
+            callback = receiver.wait_for_job(job, timeout=60)
+            assert callback is not None and callback.json["status"] == "Completed"
+        finally:
+            assert second.stop() == 0, second.output

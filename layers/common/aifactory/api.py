@@ -4,9 +4,9 @@ import base64
 import binascii
 import json
 import math
-from functools import partial
 from email.parser import BytesParser
 from email.policy import HTTP
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
