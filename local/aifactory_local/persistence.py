@@ -165,6 +165,11 @@ def load_account(state_dir: Path) -> dict[str, str] | None:
         snapshot = pickle.loads((state_dir / "aws.pickle").read_bytes())  # noqa: S301
     except FileNotFoundError:
         return None
+    except Exception as exc:  # e.g. saved by another moto version
+        raise RuntimeError(
+            f"cannot restore the state saved in {state_dir} ({type(exc).__name__}: {exc}); "
+            "start with --fresh to begin anew"
+        ) from None
     if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT:
         return None
     for service, account, region, state in snapshot["backends"]:

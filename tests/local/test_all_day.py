@@ -446,3 +446,22 @@ def test_a_job_stopped_while_staging_resumes_and_completes_after_a_restart(
             assert callback is not None and callback.json["status"] == "Completed"
         finally:
             assert second.stop() == 0, second.output
+
+
+def test_a_state_dir_that_cannot_be_restored_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    # Given a state dir whose saved account is damaged
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "resources.json").write_text("{}")
+    (state / "aws.pickle").write_bytes(b"not a pickle")
+    # When the Factory starts on it
+    serve = Serve(tmp_path, state)
+    code = serve.wait_exit()
+    # Then it stops at once and says how to begin anew, and a --fresh start works
+    assert code == 1
+    assert "cannot restore the state saved in" in serve.output and "--fresh" in serve.output
+    fresh = Serve(tmp_path, state, "--fresh", name="fresh")
+    try:
+        fresh.wait_ready()
+    finally:
+        assert fresh.stop() == 0, fresh.output
