@@ -9,17 +9,29 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The project's tools reach no network of their own: no SAM CLI telemetry, and no EC2
+# instance metadata lookups (botocore's credential and region search) on a developer machine.
+export SAM_CLI_TELEMETRY := 0
+export AWS_EC2_METADATA_DISABLED := true
+# Options for `make run` / `make demo`, e.g. make run ARGS="--port 3001 --fresh".
+ARGS ?=
 
 .PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools deploy
 
 venv: $(STAMP)
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed (pyenv install 3.13.0)")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed: any 3.13.x will do (e.g. pyenv install 3.13), or name one with make PYTHON=/path/to/python3.13")'
+	@echo "Building $(VENV) with $$($(PYTHON) --version) (once; about a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r layers/common/requirements.txt
+	@echo "Installing the pinned requirements into $(VENV):"
+	@# One line per package as pip collects it (pip's own failure still fails the build).
+	set -o pipefail; $(BIN)/python -m pip install --progress-bar off \
+		-r requirements-dev.txt -r layers/common/requirements.txt \
+		| { grep --line-buffered -E '^(Collecting|ERROR)' || true; }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@echo "$(VENV) is ready."
 	@touch $@
 
 tools: $(TOOLS_STAMP)
@@ -35,10 +47,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 
 run: $(STAMP)
-	$(BIN)/aifactory-local serve
+	$(BIN)/aifactory-local serve $(ARGS)
 
 demo: $(STAMP)
-	$(BIN)/aifactory-local demo
+	$(BIN)/aifactory-local demo $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

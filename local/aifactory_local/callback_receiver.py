@@ -119,6 +119,23 @@ def verify(callback: ReceivedCallback, secret: str) -> tuple[bool, str]:
     return True, f"verified (webhook-id {msg_id})"
 
 
+# Headers that carry no secret are shown as they are; every other value is masked.
+_PLAIN_HEADERS = {
+    "accept", "accept-encoding", "connection", "content-length", "content-type", "host",
+    "user-agent", "webhook-id", "webhook-timestamp",
+}  # fmt: skip
+
+
+def masked_headers(headers: dict[str, str]) -> str:
+    """The headers a callback came with, one per line; secret-bearing values (the client's
+    x-api-key, signatures, anything unknown) show only their length."""
+    lines = []
+    for name, value in sorted(headers.items(), key=lambda item: item[0].lower()):
+        shown = value if name.lower() in _PLAIN_HEADERS else f"*** ({len(value)} characters)"
+        lines.append(f"  {name}: {shown}")
+    return "\n".join(lines)
+
+
 def _job_of(callback: ReceivedCallback) -> str | None:
     try:
         return str(callback.json.get("job_name"))
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             text = json.dumps(callback.json, indent=2)
         except ValueError:
             text = callback.body.decode("utf-8", "replace")
-        print(f"POST {callback.path}\n{text}", flush=True)
+        print(f"POST {callback.path}\n{masked_headers(callback.headers)}\n{text}", flush=True)
         if args.secret:
             print(f"signature: {verify(callback, args.secret)[1]}", flush=True)
 

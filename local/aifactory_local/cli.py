@@ -14,9 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from aifactory_local.factory import LocalFactory
+from aifactory_local.factory import DUMMY_CREDENTIALS, LocalFactory
 from aifactory_local.provision import ACCOUNT_ID, REGION
-from aifactory_local.training import SpotSimulation, TrainerResolver
+from aifactory_local.terminal import Terminal
+from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
 EXAMPLE_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/chappieai-sagemaker:slot_tagger"
 
@@ -114,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
             "the stale-claim window scale with it (default 2)",
         )
         sub.add_argument(
+            "--stop-grace",
+            type=float,
+            default=STOP_GRACE_SECONDS,
+            metavar="SECONDS",
+            help="after SIGTERM, how long a trainer may take to exit before SIGKILL, on a "
+            "client's stop and when the Factory stops (SageMaker: 120; default "
+            f"{STOP_GRACE_SECONDS:g})",
+        )
+        sub.add_argument(
+            "--quiet",
+            action="store_true",
+            help="print no line per job event (they are still in the state dir's logs/)",
+        )
+        sub.add_argument(
             "--reconcile-interval",
             type=float,
             default=10.0,
@@ -152,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the deployed URL policy: no dataset or callback URLs on private addresses",
     )
     serve.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with no jobs and an empty emulated account, forgetting what the state dir "
+        "kept from the previous run (its API keys stay)",
+    )
+    serve.add_argument(
         "--ready-file",
         type=Path,
         help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here",
@@ -182,6 +203,8 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         callback_retry_base_seconds=args.callback_retry_base,
         reconcile_interval_seconds=args.reconcile_interval,
         spot=SpotSimulation(interruptions=args.spot_interruptions),
+        stop_grace_seconds=args.stop_grace,
+        terminal=None if args.quiet else Terminal(),
         **kwargs,
     )
 
@@ -219,7 +242,45 @@ def describe(factory: LocalFactory) -> str:
         ),
         indent=2,
     ).replace("\n", "\n    ")
+    strict_payload = json.dumps(
+        example_request(
+            "https://datasets.example.com/v1/ml/datasets/fetch",
+            "https://hooks.example.com/callback",
+        ),
+        indent=2,
+    ).replace("\n", "\n    ")
     keys = "\n".join(f"    {name}: {value}" for name, value in facts["api_keys"].items())
+    jobs = len(factory.sagemaker.jobs) if factory.sagemaker else 0
+    restored = (
+        f"restored from the state dir ({jobs} training jobs; --fresh starts empty)"
+        if factory.restored
+        else "new (kept in the state dir when the Factory stops)"
+    )
+    if factory.interrupted_on_start:
+        restored += (
+            f"\n                  {factory.interrupted_on_start} job(s) were running when the "
+            "Factory last stopped: now Failed (interrupted)"
+        )
+    if factory.strict_egress:
+        start_a_job = f"""The deployed URL policy is on (--strict-egress): dataset and callback
+URLs must be public addresses, so the sample servers on this machine are refused. Send
+this request with your own public URLs in place of the two placeholders:
+
+  curl -s -X POST {api}/create_training_job \\
+    -H {shlex.quote("x-api-key: " + key)} -H 'Content-Type: application/json' \\
+    -d {shlex.quote(strict_payload)}
+"""
+    else:
+        start_a_job = f"""Start a job. Its two URLs are placeholders for your dataset endpoint and
+callback receiver; these two commands, each in its own terminal, serve them with sample data:
+
+  {sys.executable} -m aifactory_local.dataset_server --port 8900 --api-key dataset-secret
+  {sys.executable} -m aifactory_local.callback_receiver --port 8901
+
+  curl -s -X POST {api}/create_training_job \\
+    -H {shlex.quote("x-api-key: " + key)} -H 'Content-Type: application/json' \\
+    -d {shlex.quote(payload)}
+"""
     return f"""AI Factory (local) is running.
 
   API             {api}   (POST /create_training_job, /check_trained_job,
@@ -231,34 +292,52 @@ def describe(factory: LocalFactory) -> str:
   table           {facts["table"]}
   SageMaker       {factory.sagemaker_url}   (local training runtime)
   state dir       {factory.state_dir}   (jobs/<job>/training.log, logs/)
+  state           {restored}
   egress          {
         "deployed policy (--strict-egress)"
         if factory.strict_egress
         else "dataset and callback URLs may be on this machine"
     }
 
-Start a job. Its two URLs are placeholders for your dataset endpoint and callback
-receiver; these two commands, each in its own terminal, serve them with sample data:
-
-  {sys.executable} -m aifactory_local.dataset_server --port 8900 --api-key dataset-secret
-  {sys.executable} -m aifactory_local.callback_receiver --port 8901
-
-  curl -s -X POST {api}/create_training_job \\
-    -H {shlex.quote("x-api-key: " + key)} -H 'Content-Type: application/json' \\
-    -d {shlex.quote(payload)}
-
+{start_a_job}
 Check it (use the job_name from the answer):
 
   curl -s -X POST {api}/check_training_status \\
     -H {shlex.quote("x-api-key: " + key)} -d '{{"job_name": "<job_name>"}}'
 
-Look inside:
+Look inside the emulated account: paste this export line into a shell first, then
 
-  aws --endpoint-url {aws} s3 ls s3://{facts["bucket"]} --recursive
-  aws --endpoint-url {aws} dynamodb scan --table-name {facts["table"]}
+  {export_line(aws)}
+  aws s3 ls s3://{facts["bucket"]} --recursive
+  aws dynamodb scan --table-name {facts["table"]}
+
+or from Python, with the same export line in the environment (boto3 reads it):
+
+  {boto3_snippet(facts["bucket"], facts["table"])}
 
 (key {key_name!r}; Ctrl-C stops the Factory)
 """
+
+
+def export_line(aws_endpoint_url: str) -> str:
+    """The environment that makes the aws CLI and boto3 talk to the emulated account."""
+    return (
+        f"export AWS_ENDPOINT_URL={aws_endpoint_url} "
+        f"AWS_ACCESS_KEY_ID={DUMMY_CREDENTIALS['AWS_ACCESS_KEY_ID']} "
+        f"AWS_SECRET_ACCESS_KEY={DUMMY_CREDENTIALS['AWS_SECRET_ACCESS_KEY']} "
+        f"AWS_DEFAULT_REGION={REGION}"
+    )
+
+
+def boto3_snippet(bucket: str, table: str) -> str:
+    """A one-line boto3 look at the bucket and the jobs table (after the export line)."""
+    code = (
+        "import boto3; "
+        f's3 = boto3.client("s3"); print([o["Key"] for o in s3.list_objects_v2('
+        f'Bucket="{bucket}").get("Contents", [])]); '
+        f'ddb = boto3.client("dynamodb"); print(ddb.scan(TableName="{table}")["Count"], "jobs")'
+    )
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
 
 
 def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
@@ -277,6 +356,7 @@ def serve(args: argparse.Namespace) -> int:
         aws_port=args.aws_port,
         api_keys=api_keys,
         strict_egress=args.strict_egress,
+        fresh=args.fresh,
     )
     stop = threading.Event()
     received: list[str] = []
@@ -296,6 +376,13 @@ def serve(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
         print(f"\n{received[0]} received; stopping.", flush=True)
+        running = factory.sagemaker.running() if factory.sagemaker else 0
+        if running:
+            print(
+                f"sending SIGTERM to {running} running training job(s); they get "
+                f"{args.stop_grace:g} s to exit (--stop-grace)",
+                flush=True,
+            )
     except OSError as exc:
         print(f"aifactory-local: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -305,6 +392,16 @@ def serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if args.ready_file:
             args.ready_file.unlink(missing_ok=True)
+    if factory.interrupted_on_stop:
+        print(
+            f"{factory.interrupted_on_stop} job(s) interrupted: Failed (interrupted), "
+            "callbacks sent",
+            flush=True,
+        )
+    else:
+        print("no jobs were interrupted.", flush=True)
+    if factory.persist:
+        print(f"state kept in {factory.state_dir} (the next start resumes from it).", flush=True)
     print("stopped.", flush=True)
     return 0
 
@@ -316,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         from aifactory_local.demo import run_demo
 
-        return run_demo(_factory(args))
+        return run_demo(_factory(args, fresh=True))
     except RuntimeError as exc:
         print(f"aifactory-local: {exc}", file=sys.stderr)
         return 1

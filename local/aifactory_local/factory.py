@@ -12,9 +12,11 @@ only one LocalFactory can run in a process at a time.
 """
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +26,9 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
-from aifactory_local.apigateway import ApiGateway, ApiKey, emulated_keys
+from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id, emulated_keys
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -37,6 +40,7 @@ from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.schedules import ScheduleTimer
 from aifactory_local.template import load_template, parameter_default, resolve
+from aifactory_local.terminal import FunctionLogLines, Terminal
 from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
 log = logging.getLogger("aifactory_local.factory")
@@ -95,9 +99,16 @@ class LocalFactory:
         environment: dict[str, str] | None = None,
         reconcile_interval_seconds: float = 10.0,
         spot: SpotSimulation | None = None,
+        persist: bool = True,
+        fresh: bool = False,
+        terminal: Terminal | None = None,
     ) -> None:
         """`function_timeouts` overrides template Timeouts (logical id -> seconds);
-        `environment` overrides the functions' environment variables (e.g. settings)."""
+        `environment` overrides the functions' environment variables (e.g. settings).
+
+        With `persist`, the emulated account, the training jobs and a generated API key are
+        kept in `state_dir` across stops and starts (`fresh` forgets them first); `terminal`
+        gets one line per job event."""
         self.spot = spot
         self.host = host
         self.port = port
@@ -129,6 +140,17 @@ class LocalFactory:
         self._function_log: Any = None
         self._log_filter = InvocationLogFilter()
         self._started = False
+        self._keys_given = bool(api_keys)
+        self.persist = persist
+        self.fresh = fresh
+        self.terminal = terminal
+        self.restored = False
+        # Jobs that were running when this Factory stopped, or when the previous one did.
+        self.interrupted_on_stop = 0
+        self.interrupted_on_start = 0
+        self._lock: persistence.StateLock | None = None
+        self._terminal_lines: FunctionLogLines | None = None
+        self._provisioned: dict[str, str] = {}
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -194,17 +216,25 @@ class LocalFactory:
 
     def _start(self) -> None:
         template = load_template()
+        self._lock = persistence.StateLock(self.state_dir).acquire()
+        if self.fresh:
+            persistence.forget(self.state_dir)
         (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._setup_logging()
+        self._resolve_api_keys()
+        _check_port_free(LOOPBACK, self.aws_port, "--aws-port")
+        _check_port_free(self.host, self.port, "--port")
 
-        # The emulated AWS account, and the stack's data resources in it.
+        # The emulated AWS account, and the stack's data resources in it: as the previous run
+        # left them, or new.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.moto = ThreadedMotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
-        provisioned = provisioning.provision(self.aws_endpoint_url)
+        provisioned = self._restore_account() or provisioning.provision(self.aws_endpoint_url)
+        self._provisioned = provisioned
 
         # SageMaker training, whose state changes go to the event bus (created below).
         self.sagemaker = LocalSageMaker(
@@ -215,6 +245,10 @@ class LocalFactory:
             stop_grace_seconds=self.stop_grace_seconds,
             spot=self.spot,
         )
+        interrupted_events = (
+            self.sagemaker.restore(persistence.load_jobs(self.state_dir)) if self.persist else []
+        )
+        self.interrupted_on_start = len(interrupted_events)
         self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
         self.sagemaker_server.start()
 
@@ -237,6 +271,9 @@ class LocalFactory:
                 rules.append(Rule(f"{name}-rule", props["Pattern"], function))
         self.bus = EventBus(rules)
         self.bus.start()
+        # Jobs the previous run left running end now, with their callbacks.
+        for event in interrupted_events:
+            self._emit(event)
 
         queue_urls = self._queue_urls(template)
         sqs = self.client("sqs")
@@ -271,16 +308,21 @@ class LocalFactory:
             for props in function.spec.events_of_type("Api"):
                 routes[(str(props["Method"]).upper(), str(props["Path"]))] = function
         keys = [ApiKey(name, value) for name, value in self.api_keys.items()]
-        self.api = ApiGateway(
-            routes,
-            keys,
-            stage=str(parameter_default("StageName", template) or "prod"),
-            host=self.host,
-            port=self.port,
-            access_log=self.logs_dir / "api.log",
-            # Keys issued by the admin CLI live in the emulated API Gateway, tagged with a tenant.
-            key_lookup=emulated_keys(self.client("apigateway")),
-        )
+        try:
+            self.api = ApiGateway(
+                routes,
+                keys,
+                stage=str(parameter_default("StageName", template) or "prod"),
+                host=self.host,
+                port=self.port,
+                access_log=self.logs_dir / "api.log",
+                # Keys issued by the admin CLI live in the emulated API Gateway, with a tenant.
+                key_lookup=emulated_keys(self.client("apigateway")),
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RuntimeError(_port_in_use(self.host, self.port, "--port")) from None
+            raise
         self.api.start()
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
 
@@ -289,6 +331,7 @@ class LocalFactory:
         if not self._started:
             return
         self._started = False
+        lambda_context.SHUTTING_DOWN.set()
         for poller in self.pollers:
             poller.request_stop()
         for timer in self.timers:
@@ -297,13 +340,16 @@ class LocalFactory:
             *([("API", self.api.stop)] if self.api else []),
             *[("queue poller", poller.stop) for poller in self.pollers],
             *[("schedule", timer.stop) for timer in self.timers],
-            *([("training jobs", self.sagemaker.close)] if self.sagemaker else []),
+            *([("training jobs", self._close_training)] if self.sagemaker else []),
             *([("event bus", self.bus.stop)] if self.bus else []),
             *([("SageMaker server", self.sagemaker_server.stop)] if self.sagemaker_server else []),
+            ("saved state", self._save_state),
             ("emulated resources", self._deprovision),
             ("AWS emulator", self._stop_moto),
             ("environment", self._restore_env),
             ("logging", self._teardown_logging),
+            ("state dir lock", self._release_lock),
+            ("invocations", lambda_context.SHUTTING_DOWN.clear),
         ]
         for name, step in steps:
             try:
@@ -317,8 +363,56 @@ class LocalFactory:
             if LocalFactory._active is self:
                 LocalFactory._active = None
 
+    # -- kept between runs ------------------------------------------------------------------
+    def _resolve_api_keys(self) -> None:
+        """--api-key wins; else the state dir's keys; else the generated one, saved there."""
+        if self._keys_given or not self.persist:
+            return
+        saved = persistence.load_api_keys(self.state_dir)
+        if saved:
+            self.api_keys = saved
+        else:
+            persistence.save_api_keys(self.state_dir, self.api_keys)
+
+    def _restore_account(self) -> dict[str, str] | None:
+        if not self.persist:
+            return None
+        resources = persistence.load_account(self.state_dir)
+        if resources is None:
+            return None
+        self.restored = True
+        # Queue URLs name the endpoint they were created on; this run's is another port.
+        previous = resources.pop("_aws_endpoint_url", "")
+        if previous:
+            endpoint = self.aws_endpoint_url
+            resources = {k: v.replace(previous, endpoint) for k, v in resources.items()}
+        log.info("restored the emulated account from %s", self.state_dir)
+        return resources
+
+    def _close_training(self) -> None:
+        if self.sagemaker is not None:
+            self.interrupted_on_stop = self.sagemaker.close()
+
+    def _save_state(self) -> None:
+        """After everything that writes has stopped: the account, the jobs."""
+        if not self.persist or self.moto is None or not self.env:
+            return
+        resources: dict[str, str] = dict(self._provisioned)
+        resources["_aws_endpoint_url"] = self.aws_endpoint_url
+        persistence.save_account(self.state_dir, resources)
+        if self.sagemaker is not None:
+            persistence.save_jobs(self.state_dir, self.sagemaker.saved_state())
+        log.info("saved the emulated account and the jobs in %s", self.state_dir)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     # -- wiring ------------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
+        if self.terminal is not None:
+            self.terminal.state_change(event, self.state_dir / "jobs")
         if self.bus is not None:
             self.bus.put(event)
 
@@ -472,6 +566,10 @@ class LocalFactory:
         self._function_log = (self.logs_dir / "functions.log").open("a", encoding="utf-8")
         logger.setLevel(self.log_level)
         logger._logger.addFilter(self._log_filter)  # noqa: SLF001 - Powertools' stdlib logger
+        if self.terminal is not None:
+            owners = {api_key_id(value): name for name, value in self.api_keys.items()}
+            self._terminal_lines = FunctionLogLines(self.terminal, owners)
+            logger._logger.addHandler(self._terminal_lines)  # noqa: SLF001
         for handler in logger._logger.handlers:  # noqa: SLF001
             if isinstance(handler, logging.StreamHandler):
                 self._saved_streams.append((handler, handler.stream))
@@ -482,6 +580,9 @@ class LocalFactory:
             from aifactory.log import logger
 
             logger._logger.removeFilter(self._log_filter)  # noqa: SLF001
+            if self._terminal_lines is not None:
+                logger._logger.removeHandler(self._terminal_lines)  # noqa: SLF001
+                self._terminal_lines = None
         for handler, stream in self._saved_streams:
             handler.setStream(stream)
         self._saved_streams = []
@@ -492,6 +593,29 @@ class LocalFactory:
             logging.getLogger("aifactory_local").removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
+
+
+def _port_in_use(host: str, port: int, option: str) -> str:
+    return (
+        f"port {port} on {host} is already in use (another aifactory-local?); "
+        f"choose another with {option}, e.g. {option} {port + 1}"
+    )
+
+
+def _check_port_free(host: str, port: int, option: str) -> None:
+    """Say which port is taken, and how to choose another, before anything binds it."""
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise RuntimeError(_port_in_use(host, port, option)) from None
+        raise
+    finally:
+        probe.close()
 
 
 def _logical_id(value: Any) -> str:

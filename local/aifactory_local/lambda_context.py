@@ -1,10 +1,15 @@
 """A stand-in for the context object Lambda passes to a handler."""
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from aifactory_local.provision import ACCOUNT_ID, REGION
+
+# Set while the local Factory stops: running invocations see no time left, so staging
+# checkpoints and continues in a new invocation (after the restart), as it does at its timeout.
+SHUTTING_DOWN = threading.Event()
 
 
 @dataclass
@@ -40,5 +45,7 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         """Time left before the function's configured timeout (informative only locally)."""
+        if SHUTTING_DOWN.is_set():
+            return 0
         elapsed = time.monotonic() - self.started
         return max(0, int((self.timeout_seconds - elapsed) * 1000))

@@ -19,6 +19,7 @@ from typing import Any
 
 from aifactory_local.httpserver import BackgroundServer, QuietHandler
 from aifactory_local.training import (
+    INTERRUPTED_REASON,
     STOP_GRACE_SECONDS,
     JobRunner,
     SpotSimulation,
@@ -73,15 +74,43 @@ class LocalSageMaker:
         self._lock = threading.Lock()
         self._shutdown = threading.Event()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Abandon running jobs: trainers are killed, no further events are sent."""
+    def close(self, timeout: float = 10.0) -> int:
+        """Interrupt running jobs: each trainer gets SIGTERM, then SIGKILL after the stop grace
+        period, and its job ends Failed ("interrupted: ..."), its state change sent as usual.
+        Returns how many jobs were interrupted."""
         self._shutdown.set()
         with self._lock:
-            runners = list(self.runners.values())
+            runners = [r for r in self.runners.values() if r.thread.is_alive()]
         for runner in runners:
-            runner.kill()
-        for runner in runners:
-            runner.thread.join(timeout)
+            runner.thread.join(self.stop_grace_seconds + timeout)
+            if runner.thread.is_alive():
+                runner.kill()
+                runner.thread.join(timeout)
+        return sum(1 for runner in runners if runner.stopped_by_shutdown)
+
+    def running(self) -> int:
+        """How many jobs have a trainer or a step still running."""
+        with self._lock:
+            return sum(1 for r in self.runners.values() if r.thread.is_alive())
+
+    def restore(self, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Jobs of an earlier run of the Factory (TrainingJob.to_state()). A job that was still
+        running then ends Failed as interrupted now; returns those state change events."""
+        events = []
+        with self._lock:
+            for state in states:
+                name = state["params"]["TrainingJobName"]
+                job = TrainingJob.from_state(state, self.jobs_dir / name)
+                self.jobs[job.name] = job
+                if not job.terminal:
+                    event = job.change("Failed", "Failed", INTERRUPTED_REASON)
+                    if event is not None:
+                        events.append(event)
+        return events
+
+    def saved_state(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [job.to_state() for job in self.jobs.values()]
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         handler = {

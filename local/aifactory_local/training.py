@@ -52,6 +52,8 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 FAILURE_REASON_LIMIT = 1024
 # SageMaker waits 120 s after SIGTERM before it kills a stopped job; locally less.
 STOP_GRACE_SECONDS = 30.0
+# The FailureReason of a job that was running when the local Factory stopped.
+INTERRUPTED_REASON = "interrupted: the local Factory was stopped"
 
 _STATUS_MESSAGES = {
     "Starting": "Preparing the instances for training",
@@ -227,6 +229,24 @@ class TrainingJob:
                 self.transitions[-1]["EndTime"] = now
             return self.event()
 
+    # -- kept across restarts of the local Factory --------------------------------------------
+    _SAVED = (
+        "params", "creation_time", "last_modified", "start_time", "end_time", "status",
+        "secondary", "failure_reason", "model_artifacts", "transitions",
+    )  # fmt: skip
+
+    def to_state(self) -> dict[str, Any]:
+        with self.lock:
+            return {name: getattr(self, name) for name in self._SAVED}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], root: Path) -> "TrainingJob":
+        job = cls(state["params"], root)
+        for name in cls._SAVED:
+            if name in state:
+                setattr(job, name, state[name])
+        return job
+
     def request_stop(self) -> dict[str, Any] | None:
         """StopTrainingJob: Stopping now, Stopped once the trainer has exited."""
         with self.lock:
@@ -385,17 +405,19 @@ class JobRunner:
         self.max_runtime_exceeded = False
         self.spot_simulation = spot or SpotSimulation()
         self.interruptions_left = self.spot_simulation.interruptions if job.spot else 0
-        self.interrupted = False
+        self.interrupted = False  # by a simulated spot interruption
         self.max_wait_exceeded = False
         self._attempt_started = 0.0
         self._checkpoint_baseline: str | None = None
+        self.stopped_by_shutdown = False  # the Factory stopped while the job ran
         self.thread = threading.Thread(target=self.run, name=f"job-{job.name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def emit(self, event: dict[str, Any] | None) -> None:
-        if event is not None and not self.shutdown.is_set():
+        # Also while shutting down: the Factory delivers these before it stops its event bus.
+        if event is not None:
             self._emit_fn(event)
 
     def advance(self, secondary: str) -> None:
@@ -434,16 +456,23 @@ class JobRunner:
             else:
                 raise JobFailed(self.failure_reason(exit_code))
         except _Shutdown:
-            log.info("job %s abandoned: the local runtime is shutting down", job.name)
+            log.info("job %s interrupted: the local runtime is shutting down", job.name)
+            self.interrupt()
         except JobFailed as exc:
             self.fail(str(exc))
         except Exception as exc:
             log.exception("job %s: the local training runtime failed", job.name)
             self.fail(f"InternalServerError: the local training runtime failed: {exc}")
 
+    def interrupt(self) -> None:
+        """End the job Failed because the Factory stopped; the event goes out even now, so the
+        job's callback is sent before the Factory is down."""
+        self.stopped_by_shutdown = True
+        with contextlib.suppress(Exception):
+            self.upload(model=False)
+        self.emit(self.job.change("Failed", "Failed", INTERRUPTED_REASON))
+
     def fail(self, reason: str) -> None:
-        if self.shutdown.is_set():
-            return
         try:
             self.upload(model=False)
         except Exception:
@@ -451,8 +480,6 @@ class JobRunner:
         self.emit(self.job.change("Failed", "Failed", reason))
 
     def finish_stopped(self) -> None:
-        if self.shutdown.is_set():
-            return
         self.upload(model=False)
         secondary = "MaxRuntimeExceeded" if self.max_runtime_exceeded else "Stopped"
         if self.max_wait_exceeded:
@@ -558,9 +585,11 @@ class JobRunner:
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if self.shutdown.is_set():
-                self.kill()
-                raise _Shutdown()
+            if self.shutdown.is_set() and terminated_at is None:
+                # As SageMaker stops a job: SIGTERM, then SIGKILL after the grace period.
+                self.signal(signal.SIGTERM)
+                terminated_at = time.monotonic()
+                continue
             if terminated_at is None:
                 if time.monotonic() - started > max_runtime:
                     self.max_runtime_exceeded = True
@@ -571,6 +600,8 @@ class JobRunner:
                 self.signal(signal.SIGKILL)
         with job.log_file.open("ab") as output:
             output.write(f"[exit status {code}]\n".encode())
+        if self.shutdown.is_set() and not job.stop_requested.is_set():
+            raise _Shutdown()
         return code
 
     # -- managed spot ------------------------------------------------------------------------

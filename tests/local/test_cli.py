@@ -171,6 +171,9 @@ def test_serve_generates_an_api_key_and_applies_the_deployed_url_policy_if_asked
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert key in output
+    # and its example is one the policy accepts: no sample servers on this machine
+    assert "--strict-egress" in output and "127.0.0.1:8900" not in output
+    assert "https://datasets.example.com/" in output
 
 
 def test_demo_trains_a_model_end_to_end_and_exits_0(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ import json
 import math
 from email.parser import BytesParser
 from email.policy import HTTP
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from pydantic import BaseModel
 
 from aifactory import tenants
@@ -19,6 +21,10 @@ from aifactory.models import validate
 from aifactory.runtime import Runtime, get_runtime
 
 MAX_BODY_BYTES = 256 * 1024
+
+
+# Every answer, success or error, is JSON with the same separators (", " and ": ").
+_dumps = partial(json.dumps, cls=Encoder)
 
 
 def _error(status: int, message: str) -> Response:
@@ -31,7 +37,7 @@ def _error(status: int, message: str) -> Response:
 
 def make_resolver() -> APIGatewayRestResolver:
     """A REST resolver whose errors all take the seed's shape."""
-    app = APIGatewayRestResolver()
+    app = APIGatewayRestResolver(serializer=_dumps)
 
     @app.exception_handler(FactoryError)
     def _factory_error(exc: FactoryError) -> Response:

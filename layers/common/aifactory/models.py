@@ -245,6 +245,15 @@ class JobNameRequest(BaseModel):
     job_name: Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
 
 
+# What is expected, in the terms of the JSON a client sends (not the model classes' names).
+_USER_TERMS = {
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be a JSON array",
+}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One sentence per problem, each naming the field: `dataset_endpoint.url: must be ...`."""
     problems = []
@@ -257,6 +266,8 @@ def describe_validation_error(exc: ValidationError) -> str:
             message = "is required"
         elif error["type"] == "extra_forbidden":
             message = "is not a known field"
+        elif error["type"] in _USER_TERMS:
+            message = _USER_TERMS[error["type"]]
         else:
             message = message.replace("Input should be", "must be")
             message = message.replace("String should", "must").replace("should", "must")

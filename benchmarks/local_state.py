@@ -1,0 +1,78 @@
+"""How long the local Factory takes to save and restore its emulated account on stop/start.
+
+Fills the emulated account as a day of use would (S3 objects of staged data and models,
+DynamoDB job items, queued messages), then times persistence.save_account and
+persistence.load_account and prints the snapshot's size, for each size asked.
+
+    .venv/bin/python benchmarks/local_state.py [--objects-mb 10 100] [--jobs 1000]
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from moto.backends import get_backend
+from moto.server import ThreadedMotoServer
+
+from aifactory_local import persistence, provision
+
+OBJECT_BYTES = 1024 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects-mb", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--jobs", type=int, default=1000)
+    args = parser.parse_args()
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+
+    def client(service: str):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name=provision.REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    print(f"{'S3 MB':>6} {'jobs':>6} {'save s':>7} {'load s':>7} {'snapshot MB':>12}")
+    for megabytes in args.objects_mb:
+        for service in persistence.SERVICES:
+            get_backend(service).reset()  # type: ignore[call-overload]
+        env = provision.provision(endpoint)
+        s3, ddb, sqs = client("s3"), client("dynamodb"), client("sqs")
+        payload = b"x" * OBJECT_BYTES
+        for index in range(megabytes):
+            s3.put_object(Bucket=env["DATA_BUCKET"], Key=f"datasets/j{index}/0.jsonl", Body=payload)
+        for index in range(args.jobs):
+            ddb.put_item(
+                TableName=env["JOBS_TABLE"],
+                Item={"job_name": {"S": f"job-{index:06d}"}, "status": {"S": "Completed"}},
+            )
+        for index in range(100):
+            sqs.send_message(QueueUrl=env["STAGE_QUEUE_URL"], MessageBody=f"m{index}")
+        with tempfile.TemporaryDirectory() as folder:
+            state = Path(folder)
+            started = time.perf_counter()
+            persistence.save_account(state, env)
+            saved = time.perf_counter() - started
+            size = (state / "aws.pickle").stat().st_size / 1e6
+            for service in persistence.SERVICES:
+                get_backend(service).reset()  # type: ignore[call-overload]
+            started = time.perf_counter()
+            persistence.load_account(state)
+            loaded = time.perf_counter() - started
+        count = ddb.scan(TableName=env["JOBS_TABLE"], Select="COUNT")["Count"]
+        assert count == args.jobs, count
+        print(f"{megabytes:>6} {args.jobs:>6} {saved:>7.2f} {loaded:>7.2f} {size:>12.1f}")
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
