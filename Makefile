@@ -65,9 +65,13 @@ audit: $(TOOLS_STAMP)
 build: $(STAMP)
 	$(BIN)/sam build
 
+# Every benchmark; each prints its figures and, per measure, the goal and PASS or FAIL.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_throughput.py
 	$(BIN)/python benchmarks/staging_memory.py
+	$(BIN)/python benchmarks/cold_import.py
+	$(BIN)/python benchmarks/list_scaling.py
+	$(BIN)/python benchmarks/report_extraction.py
 
 # Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI
 # allows, so it has its own environment: the development pins less the SAM CLI, plus mutmut.

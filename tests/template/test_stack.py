@@ -457,6 +457,8 @@ DOCUMENTED_DEFAULTS = {
     "StagingMaxContinuations": 200,
     "ApiQuotaPeriod": "DAY",
     "LogLevel": "INFO",
+    "ReportScanMaxBytes": 6442450944,
+    "ReportScanMaxSeconds": 60,
 }
 
 
