@@ -12,7 +12,6 @@ with metrics as two-decimal strings and supports as integer strings.
 
 import json
 import re
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +76,8 @@ def scan_tar(
     clock: Callable[[], float] = time.monotonic,
 ) -> Scan:
     """Stream a .tar.gz to its evaluation.json member, within a size and a time bound."""
+    import tarfile  # only a callback reads archives: not worth its import at cold start
+
     bounded = _BoundedStream(stream, max_bytes, clock() + max_seconds, clock)
     report: Any | None = None
     bound_reached = False
