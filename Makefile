@@ -77,9 +77,13 @@ audit: $(TOOLS_STAMP)
 build: $(STAMP)
 	$(BIN)/sam build
 
+# Every benchmark; each prints its figures and, per measure, the goal and PASS or FAIL.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_throughput.py
 	$(BIN)/python benchmarks/staging_memory.py
+	$(BIN)/python benchmarks/cold_import.py
+	$(BIN)/python benchmarks/list_scaling.py
+	$(BIN)/python benchmarks/report_extraction.py
 
 # Build and deploy one environment of samconfig.toml (dev or prod): `make deploy ENV=prod`.
 # Needs AWS credentials for the target account; prod shows the change set and asks first.

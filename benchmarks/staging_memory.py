@@ -111,6 +111,7 @@ def main() -> None:
             f"{'dataset':>10} {'records':>9} {'pages':>6} {'seconds':>8} {'MB/s':>6} "
             f"{'peak heap MiB':>14} {'peak RSS MiB':>13}"
         )
+        peaks = []
         for size_mb in args.sizes_mb:
             Endpoint.total = size_mb * 1024 * 1024 // RECORD_BYTES
             request = validate(CreateTrainingJobRequest, seed, rt.settings)
@@ -124,12 +125,19 @@ def main() -> None:
             manifest = json.loads(
                 rt.storage.open(f"datasets/{job}/manifest.json").read()  # type: ignore[union-attr]
             )
+            peaks.append(peak)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             mb = manifest["bytes"] / 1e6
             print(
                 f"{size_mb:>8}MB {manifest['records']:>9} {manifest['pages']:>6} "
                 f"{elapsed:>8.1f} {mb / elapsed:>6.1f} {peak / 2**20:>14.1f} {rss:>13.1f}"
             )
+        growth = (peaks[-1] - peaks[0]) / 2**20
+        verdict = "PASS" if growth <= 30 else "FAIL"
+        print(
+            f"staging memory: peak heap grows {growth:.1f} MiB from {args.sizes_mb[0]} MB to "
+            f"{args.sizes_mb[-1]} MB of dataset (goal: <= 30 MiB) {verdict}"
+        )
         server.shutdown()
     finally:
         moto.terminate()

@@ -218,7 +218,7 @@ def project(url: str, page_size: int, *, traced: bool = False) -> tuple[float, d
 
 
 def mark(ok: bool) -> str:
-    return "ok" if ok else "BELOW TARGET"
+    return "PASS" if ok else "FAIL"
 
 
 def main() -> None:

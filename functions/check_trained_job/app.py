@@ -2,14 +2,12 @@
 
 import json
 
-from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import jobs
-from aifactory.api import make_resolver, request
+from aifactory import jobs, models
+from aifactory.api import Response, content_types, make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.models import ListJobsRequest
 from aifactory.runtime import get_runtime
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
@@ -20,7 +18,7 @@ app = make_resolver()
 
 @app.post("/check_trained_job")
 def check_trained_job() -> Response:
-    rt, owner, body = request(app, ListJobsRequest)
+    rt, owner, body = request(app, models.ListJobsRequest)
     listed, next_token = jobs.list_jobs(rt, owner, body)
     headers = {"X-Next-Token": next_token} if next_token else None
     return Response(200, content_types.APPLICATION_JSON, json.dumps(listed), headers=headers)

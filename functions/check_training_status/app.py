@@ -4,11 +4,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import jobs
+from aifactory import jobs, models
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.models import JobNameRequest
 from aifactory.runtime import get_runtime
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
@@ -19,7 +18,7 @@ app = make_resolver()
 
 @app.post("/check_training_status")
 def check_training_status() -> dict[str, Any]:
-    rt, owner, body = request(app, JobNameRequest)
+    rt, owner, body = request(app, models.JobNameRequest)
     return jobs.job_status(rt, owner, body.job_name)
 
 

@@ -6,11 +6,10 @@ job (for 24 hours, per owner and key).
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import idempotency, jobs
+from aifactory import idempotency, jobs, models
 from aifactory.api import make_resolver, parse_body, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.models import CreateTrainingJobRequest
 from aifactory.runtime import get_runtime
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
@@ -22,7 +21,7 @@ app = make_resolver()
 @app.post("/create_training_job")
 def create_training_job() -> dict[str, str]:
     key = idempotency.key_from(app.current_event.headers)
-    rt, owner, body = request(app, CreateTrainingJobRequest)
+    rt, owner, body = request(app, models.CreateTrainingJobRequest)
     if key is None:
         return jobs.create_job(rt, owner, body)
     answer = idempotency.once(

@@ -1,13 +1,11 @@
 """POST /redeliver_callback: send a finished job's callback again (same webhook-id)."""
 
-from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import jobs
-from aifactory.api import make_resolver, request
+from aifactory import jobs, models
+from aifactory.api import Response, content_types, make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.models import JobNameRequest
 from aifactory.runtime import get_runtime
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
@@ -18,7 +16,7 @@ app = make_resolver()
 
 @app.post("/redeliver_callback")
 def redeliver_callback() -> Response:
-    rt, owner, body = request(app, JobNameRequest)
+    rt, owner, body = request(app, models.JobNameRequest)
     answer = jobs.redeliver_callback(rt, owner, body.job_name)
     return Response(202, content_types.APPLICATION_JSON, answer)
 

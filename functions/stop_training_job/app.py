@@ -2,11 +2,10 @@
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aifactory import jobs
+from aifactory import jobs, models
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.models import JobNameRequest
 from aifactory.runtime import get_runtime
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
@@ -17,7 +16,7 @@ app = make_resolver()
 
 @app.post("/stop_training_job")
 def stop_training_job() -> dict[str, str]:
-    rt, owner, body = request(app, JobNameRequest)
+    rt, owner, body = request(app, models.JobNameRequest)
     return jobs.stop_job(rt, owner, body.job_name)
 
 

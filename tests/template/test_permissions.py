@@ -53,7 +53,11 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "ListFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:Query": {TABLE, "${JobsTable.Arn}/index/*"},
+        # The owner's index and the owner-and-status index, by name: never the table itself.
+        "dynamodb:Query": {
+            "${JobsTable.Arn}/index/owner-created_at-index",
+            "${JobsTable.Arn}/index/owner-status-index",
+        },
     },
     "StopFn": {
         "apigateway:GET": {API_KEYS},

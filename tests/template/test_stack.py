@@ -371,6 +371,7 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
         {"AttributeName": "created_at", "AttributeType": "S"},
         {"AttributeName": "job_name", "AttributeType": "S"},
         {"AttributeName": "owner", "AttributeType": "S"},
+        {"AttributeName": "owner_status", "AttributeType": "S"},
         {"AttributeName": "sweep", "AttributeType": "S"},
     ]
     indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
@@ -398,6 +399,19 @@ def test_jobs_table_has_the_job_key_and_the_owner_index(cfn: dict[str, Any]) -> 
             "Projection": {"ProjectionType": "KEYS_ONLY"},
         },
     ]
+    # Listing by status reads one partition of one owner's jobs in that status, newest first,
+    # and holds only what a list answers with.
+    assert indexes["owner-status-index"] == {
+        "IndexName": "owner-status-index",
+        "KeySchema": [
+            {"AttributeName": "owner_status", "KeyType": "HASH"},
+            {"AttributeName": "created_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {
+            "ProjectionType": "INCLUDE",
+            "NonKeyAttributes": ["status", "training_end_time"],
+        },
+    }
     assert table["SSESpecification"] == {
         "SSEEnabled": True,
         "SSEType": "KMS",
@@ -447,6 +461,8 @@ DOCUMENTED_DEFAULTS = {
     "MaxWaitSeconds": 172800,
     "WarmPoolSeconds": 0,
     "InputMode": "File",
+    "ReportScanMaxBytes": 6442450944,
+    "ReportScanMaxSeconds": 60,
 }
 
 

@@ -1,10 +1,15 @@
 """A function whose configuration is incomplete fails at cold start, naming what is missing."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from aifactory import runtime
 from aifactory.settings import Settings
-from tests.support import load_function
+from tests.support import FUNCTIONS, load_function
 from tests.unit.fakes import ENV
 
 
@@ -21,3 +26,34 @@ def test_missing_setting_fails_the_import_with_its_name(monkeypatch, function):
             load_function(function)
     finally:
         runtime.reset()
+
+
+# What a cold start must not import: each is paid by the first invocation that needs it.
+DEFERRED = (
+    "pydantic",  # request models: loaded with the first body validated
+    "requests",  # outbound HTTP: loaded with the first request sent
+    "aws_lambda_powertools.event_handler.appsync",  # resolvers no handler uses
+    "aws_lambda_powertools.event_handler.bedrock_agent",
+)
+_PROBE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(sorted(name for name in sys.argv[2:] if name in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("function", sorted(p.parent.name for p in FUNCTIONS.glob("*/app.py")))
+def test_cold_start_defers_what_only_some_invocations_need(function):
+    # Given the function's folder, imported in a fresh interpreter as Lambda's init does
+    env = {**os.environ, **ENV, "AWS_DEFAULT_REGION": "us-east-1"}
+    # When its module has been imported
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(FUNCTIONS / function / "app.py"), *DEFERRED],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Then none of the deferred modules is loaded yet
+    assert json.loads(probe.stdout) == []

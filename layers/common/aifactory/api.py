@@ -2,23 +2,54 @@
 
 import base64
 import binascii
+import importlib
+import importlib.util
 import json
 import math
-from email.parser import BytesParser
-from email.policy import HTTP
+import sys
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.shared.json_encoder import Encoder
-from pydantic import BaseModel
 
 from aifactory import tenants
 from aifactory.errors import BadRequest, FactoryError, Forbidden
 from aifactory.log import for_job, logger
-from aifactory.models import validate
 from aifactory.runtime import Runtime, get_runtime
+
+
+def _submodule_alone(package: str, name: str) -> ModuleType:
+    """`package.name`, imported without running `package/__init__.py`.
+
+    Cold start: Powertools' `event_handler/__init__.py` imports every resolver it has (AppSync,
+    Bedrock, VPC Lattice, asyncio with them) when a handler needs the REST one only. The
+    package stands in unexecuted while its submodule loads; then it is taken out again, so a
+    later `import aws_lambda_powertools.event_handler` runs the real `__init__`, which finds
+    the submodule already loaded (same classes).
+    """
+    if package in sys.modules:
+        return importlib.import_module(f"{package}.{name}")
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(package)
+    sys.modules[package] = importlib.util.module_from_spec(spec)
+    try:
+        return importlib.import_module(f"{package}.{name}")
+    finally:
+        del sys.modules[package]
+
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import content_types
+    from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver, Response
+    from pydantic import BaseModel
+else:
+    _rest = _submodule_alone("aws_lambda_powertools.event_handler", "api_gateway")
+    APIGatewayRestResolver = _rest.APIGatewayRestResolver
+    Response = _rest.Response
+    content_types = _submodule_alone("aws_lambda_powertools.event_handler", "content_types")
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -136,6 +167,9 @@ def _content_type(event: dict[str, Any]) -> str:
 
 def _parse_form(data: bytes, content_type: str) -> dict[str, Any]:
     if content_type.lower().startswith("multipart/form-data"):
+        from email.parser import BytesParser  # rare: not worth its import at cold start
+        from email.policy import HTTP
+
         message = BytesParser(policy=HTTP).parsebytes(
             b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + data
         )
@@ -170,6 +204,8 @@ def caller(app: APIGatewayRestResolver) -> str:
 
 def request[M: BaseModel](app: APIGatewayRestResolver, model: type[M]) -> tuple[Runtime, str, M]:
     """Everything a route needs: the runtime, the caller, and the validated body."""
+    from aifactory.models import validate  # pydantic, loaded with the first request
+
     rt = get_runtime()
     owner = caller(app)
     body = parse_body(app.current_event.raw_event)

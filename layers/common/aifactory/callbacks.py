@@ -107,16 +107,26 @@ def _s3_key(uri: str | None, bucket: str) -> str | None:
     return parts.path.lstrip("/")
 
 
-def _find_log(rt: Runtime, model_key: str) -> dict[str, Any] | None:
-    """evaluation.json from output.tar.gz, else from model.tar.gz, within the scan bound."""
+def _find_log(
+    rt: Runtime, model_key: str, described: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """evaluation.json from output.tar.gz, else from anywhere in model.tar.gz, within the scan
+    bounds; past them, the `avg` row from SageMaker's final metrics (the log says so)."""
     output_key = model_key.rsplit("/", 1)[0] + "/output.tar.gz"
     for key in (output_key, model_key):
         body = rt.storage.open(key)
         if body is None:
             continue
-        found = report.read_report_from_tar(body, rt.settings.report_scan_max_bytes)
-        if found is not None:
-            return report.normalize_report(found)
+        scan = report.scan_tar(
+            body,
+            max_bytes=rt.settings.report_scan_max_bytes,
+            max_seconds=rt.settings.report_scan_max_seconds,
+        )
+        if scan.report is not None:
+            return report.normalize_report(scan.report)
+        if scan.bound_reached and described is not None:
+            note = f"evaluation.json not reached within the scan bounds of {key.rsplit('/', 1)[-1]}"
+            return report.final_metrics_log(described, note)
     return None
 
 
@@ -151,7 +161,7 @@ def build_callback(rt: Runtime, job: dict[str, Any], *, measure: bool = False) -
         if key:
             # Signed afresh on every attempt, so a retried or replayed callback's link works.
             model_url = rt.storage.presign(key, rt.settings.presign_expires_seconds)
-            log = _find_log(rt, key)
+            log = _find_log(rt, key, described)
     body: dict[str, Any] = {
         "status": status,
         "TrainingEndTime": timefmt.to_seed(end_time or timefmt.now()),

@@ -10,17 +10,16 @@ there. Redirects are never followed, and every response is bounded in size and t
 ``allow_private`` relaxes the address rules for local development only.
 """
 
+import functools
 import ipaddress
 import re
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -32,6 +31,9 @@ from urllib3.exceptions import (
 from urllib3.util import connection
 
 from aifactory.errors import EgressError, UnsendableRequest
+
+if TYPE_CHECKING:  # requests is imported on first use: handlers that never send skip it
+    import requests
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -246,15 +248,21 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
-class _GuardedAdapter(HTTPAdapter):
-    """An adapter whose connections go only to addresses vetted before connecting."""
+@functools.cache
+def _guarded_adapter_class() -> type["requests.adapters.HTTPAdapter"]:
+    from requests.adapters import HTTPAdapter
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[assignment]
-            "http": _GuardedHTTPPool,
-            "https": _GuardedHTTPSPool,
-        }
+    class _GuardedAdapter(HTTPAdapter):
+        """An adapter whose connections go only to addresses vetted before connecting."""
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {  # type: ignore[assignment]
+                "http": _GuardedHTTPPool,
+                "https": _GuardedHTTPSPool,
+            }
+
+    return _GuardedAdapter
 
 
 @dataclass(frozen=True)
@@ -279,16 +287,22 @@ class HttpClient:
         self.allow_private = allow_private
         self.timeout = (connect_timeout, read_timeout)
         self.total_timeout = total_timeout
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or netrc from the environment
+        self.pool_maxsize = pool_maxsize
+
+    @functools.cached_property
+    def _session(self) -> "requests.Session":
+        """Built on first use, so a cold start that sends nothing does not import requests."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        session.trust_env = False  # no proxies or netrc from the environment
         # Keep-alive connections per host: as many as requests may be in flight at once.
-        adapter = (
-            HTTPAdapter(pool_maxsize=pool_maxsize)
-            if allow_private
-            else _GuardedAdapter(pool_maxsize=pool_maxsize)
-        )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        adapter_class = HTTPAdapter if self.allow_private else _guarded_adapter_class()
+        adapter = adapter_class(pool_maxsize=self.pool_maxsize)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     def request(
         self,
@@ -300,6 +314,8 @@ class HttpClient:
         **kwargs: Any,
     ) -> HttpResponse:
         """Send one request. Raises EgressError with a header-free message on any failure."""
+        import requests
+
         problem = check_url(url, allow_private=self.allow_private)
         if problem:
             raise EgressError(f"URL {problem}")
@@ -331,7 +347,7 @@ class HttpClient:
                 return HttpResponse(response.status_code, bytes(body), response.headers)
         except EgressError:
             raise
-        except _UNSENDABLE as exc:
+        except _unsendable() as exc:
             # Building the request failed (a header or URL HTTP/1.1 cannot carry). The
             # exception's own text may quote a header value, so only its type is kept.
             raise UnsendableRequest(
@@ -353,15 +369,19 @@ class HttpClient:
 # Errors raised while a request is being built, before anything is sent: InvalidHeader and
 # InvalidURL (requests), LocationParseError (urllib3), UnicodeEncodeError and ValueError
 # (http.client refusing a header or URL). A retry builds the same request again.
-_UNSENDABLE = (
-    requests.exceptions.InvalidHeader,
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    LocationParseError,
-    UnicodeError,
-    ValueError,
-)
+@functools.cache
+def _unsendable() -> tuple[type[BaseException], ...]:
+    import requests
+
+    return (
+        requests.exceptions.InvalidHeader,
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        LocationParseError,
+        UnicodeError,
+        ValueError,
+    )
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -1,17 +1,22 @@
 """The API's domain: create, list, stop and inspect training jobs, scoped to their owner."""
 
+from __future__ import annotations
+
 import secrets as random_secrets
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, callbacks, cost, metrics, timefmt
+from aifactory import aws, cost, metrics, timefmt
 from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
-from aifactory.models import TERMINAL_STATUSES, CreateTrainingJobRequest, ListJobsRequest
+from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN
+
+if TYPE_CHECKING:
+    from aifactory.models import CreateTrainingJobRequest, ListJobsRequest
 
 JOB_NAME_PREFIX = "sage-maker-train-"
 
@@ -159,6 +164,8 @@ def redeliver_callback(rt: Runtime, owner: str, job_name: str) -> dict[str, str]
             f"job_name: the training job is in status {job['status']}; "
             "only a finished job's callback can be sent again."
         )
+    from aifactory import callbacks  # only this route and get_model_url send or sign
+
     callbacks.replay(rt, job_name)
     logger.info("callback replay requested", extra={"job_name": job_name})
     return {"status": "accepted", "job_name": job_name}
@@ -169,6 +176,8 @@ def model_url(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     job = get_owned(rt, owner, job_name)
     key = None
     if job.get("sagemaker_job") and job["status"] in TERMINAL_STATUSES:
+        from aifactory import callbacks
+
         _, key = callbacks.model_key(rt, rt.training.describe(job_name))
     if key is None:
         raise Conflict(f"job_name: the training job has no model (status {job['status']}).")

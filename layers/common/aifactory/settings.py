@@ -1,11 +1,17 @@
-"""One settings model, read from the environment once per cold start."""
+"""One settings model, read from the environment once per cold start.
+
+Validated at import, so a function whose configuration is incomplete or wrong fails its cold
+start naming the variable. The model is declared like a pydantic one (`Field(alias=...,
+default=..., ge=...)`) but checked by the few lines below: building a first pydantic model
+costs about 90 ms of CPU at cold start, more than every other import of a handler together,
+and only request bodies need pydantic (it is imported when the first one is validated).
+"""
 
 import functools
 import os
 from collections.abc import Mapping
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 # CPU and GPU training instances a client may ask for unless the deployment says otherwise.
 DEFAULT_INSTANCE_TYPES = (
@@ -13,10 +19,78 @@ DEFAULT_INSTANCE_TYPES = (
     "ml.m5.4xlarge,ml.c5.xlarge,ml.c5.2xlarge,ml.c5.4xlarge,ml.g4dn.xlarge,ml.g4dn.2xlarge,"
     "ml.g5.xlarge,ml.g5.2xlarge,ml.p3.2xlarge"
 )
+_REQUIRED: Any = object()
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+@dataclass(frozen=True)
+class FieldSpec:
+    """One setting: its variable, default and bounds (the names pydantic's Field uses)."""
+
+    alias: str
+    default: Any = _REQUIRED
+    ge: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    min_length: int | None = None
+    annotation: Any = str
+
+    def is_required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def parse(self, text: str) -> Any:
+        """The variable's value as the field's type; ValueError says what is wrong."""
+        if self.annotation is bool:
+            word = text.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise ValueError("Input should be a valid boolean")
+            return word in _TRUE
+        if self.annotation is int:
+            try:
+                value: Any = int(text.strip())
+            except ValueError:
+                raise ValueError("Input should be a valid integer") from None
+        elif self.annotation is float:
+            try:
+                value = float(text.strip())
+            except ValueError:
+                raise ValueError("Input should be a valid number") from None
+        elif get_origin(self.annotation) is Literal:
+            choices = get_args(self.annotation)
+            if text not in choices:
+                raise ValueError("Input should be " + " or ".join(repr(c) for c in choices))
+            return text
+        else:
+            value = text
+            if self.min_length is not None and len(value) < self.min_length:
+                raise ValueError(f"String should have at least {self.min_length} character")
+            return value
+        if self.ge is not None and value < self.ge:
+            raise ValueError(f"Input should be greater than or equal to {self.ge}")
+        if self.gt is not None and value <= self.gt:
+            raise ValueError(f"Input should be greater than {self.gt}")
+        if self.le is not None and value > self.le:
+            raise ValueError(f"Input should be less than or equal to {self.le}")
+        return value
+
+
+def Field(  # noqa: N802 - declared like pydantic's Field
+    *,
+    alias: str,
+    default: Any = _REQUIRED,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    min_length: int | None = None,
+) -> Any:
+    return FieldSpec(alias=alias, default=default, ge=ge, le=le, gt=gt, min_length=min_length)
+
+
+class Settings:
+    """Frozen; one attribute per field below. `model_fields` lists them (name -> FieldSpec)."""
+
+    model_fields: ClassVar[dict[str, FieldSpec]]
 
     jobs_table: str = Field(alias="JOBS_TABLE", min_length=1)
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=1)
@@ -37,7 +111,10 @@ class Settings(BaseModel):
     )
     # Bounds on what the Factory reads from servers it does not control.
     dataset_page_max_bytes: int = Field(alias="DATASET_PAGE_MAX_BYTES", default=32 * 1024 * 1024)
-    report_scan_max_bytes: int = Field(alias="REPORT_SCAN_MAX_BYTES", default=64 * 1024 * 1024)
+    # The report scan streams model.tar.gz to its evaluation.json: bounded by size (6 GiB
+    # covers a 5 GB model) and by time (kept well inside the notifier's and the retrier's
+    # timeouts); past either, the callback's `avg` comes from SageMaker's final metrics.
+    report_scan_max_bytes: int = Field(alias="REPORT_SCAN_MAX_BYTES", default=6 * 1024**3, ge=1)
     http_connect_timeout: float = Field(alias="HTTP_CONNECT_TIMEOUT", default=5.0, gt=0)
     http_read_timeout: float = Field(alias="HTTP_READ_TIMEOUT", default=30.0, gt=0)
     # Usage bounds per client: jobs staging or training at once, and the instance types allowed.
@@ -94,6 +171,21 @@ class Settings(BaseModel):
     max_wait_seconds: int = Field(alias="MAX_WAIT_SECONDS", default=172800, ge=1)
     warm_pool_seconds: int = Field(alias="WARM_POOL_SECONDS", default=0, ge=0, le=3600)
     input_mode: Literal["File", "FastFile"] = Field(alias="INPUT_MODE", default="File")
+    # Report scan: the time bound (see report_scan_max_bytes above).
+    report_scan_max_seconds: float = Field(alias="REPORT_SCAN_MAX_SECONDS", default=60.0, gt=0)
+
+    def __init__(self, **values: Any) -> None:
+        for name, spec in self.model_fields.items():
+            value = values.get(name, spec.default)
+            if value is _REQUIRED:
+                raise TypeError(f"{spec.alias}: Field required")
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Settings are frozen")
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.model_fields) + ")"
 
     @property
     def image_prefixes(self) -> tuple[str, ...]:
@@ -104,17 +196,30 @@ class Settings(BaseModel):
         return frozenset(t.strip() for t in self.allowed_instance_types.split(",") if t.strip())
 
 
+Settings.model_fields = {
+    name: FieldSpec(**{**vars(spec), "annotation": Settings.__annotations__[name]})
+    for name, spec in vars(Settings).items()
+    if isinstance(spec, FieldSpec)
+}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Validate the environment; a missing or bad variable fails with a message naming it."""
     env = os.environ if environ is None else environ
-    names = {field.alias for field in Settings.model_fields.values() if field.alias}
-    try:
-        return Settings.model_validate({k: v for k, v in env.items() if k in names})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise RuntimeError(f"AI Factory configuration is invalid: {problems}") from None
+    values: dict[str, Any] = {}
+    problems = []
+    for name, spec in Settings.model_fields.items():
+        if spec.alias not in env:
+            if spec.is_required():
+                problems.append(f"{spec.alias}: Field required")
+            continue
+        try:
+            values[name] = spec.parse(env[spec.alias])
+        except ValueError as exc:
+            problems.append(f"{spec.alias}: {exc}")
+    if problems:
+        raise RuntimeError(f"AI Factory configuration is invalid: {'; '.join(problems)}")
+    return Settings(**values)
 
 
 @functools.cache

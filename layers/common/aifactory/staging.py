@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, callbacks, cost, metrics, timefmt
+from aifactory import aws, callbacks, cost, metrics, report, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -633,7 +633,12 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
     bucket = settings.data_bucket
     params = {
         "TrainingJobName": job["job_name"],
-        "AlgorithmSpecification": {"TrainingImage": model["image"], "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {
+            "TrainingImage": model["image"],
+            "TrainingInputMode": "File",
+            # The report's `avg` row, kept by SageMaker too (the callback's fallback).
+            "MetricDefinitions": report.METRIC_DEFINITIONS,
+        },
         "RoleArn": settings.sagemaker_role_arn,
         "HyperParameters": model["hyperparameters"],
         "InputDataConfig": [

@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import functools
 import json
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,12 @@ ACTIVE_ATTRIBUTE = "active_owner"
 SWEEP_INDEX = "sweep-index"
 SWEEP_KEY = "sweep"
 SWEEP_OPEN = "open"
+# Listing by status: every job carries STATUS_KEY = "<owner>#<status>", rewritten in the same
+# write as each status change, so a filtered list is one Query of one page, newest first,
+# however many jobs the owner has in other states. Jobs written before the index existed are
+# given the attribute by `backfill_status_key` (run once after deploying).
+STATUS_INDEX = "owner-status-index"
+STATUS_KEY = "owner_status"
 _deserializer = TypeDeserializer()
 
 
@@ -40,6 +47,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def status_key(owner: str, status: str) -> str:
+    """The status index's partition key: one owner's jobs in one status."""
+    return f"{owner}#{status}"
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return aws.error_code(exc) == "ConditionalCheckFailedException"
 
@@ -47,7 +59,11 @@ def _conditional_failed(exc: ClientError) -> bool:
 class JobStore:
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
-        self.table = aws.resource("dynamodb").Table(table_name)
+
+    @functools.cached_property
+    def table(self) -> Any:
+        # Built on first use, not at cold start: a DynamoDB resource costs tens of ms.
+        return aws.resource("dynamodb").Table(self.table_name)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_name: str) -> dict[str, Any] | None:
@@ -68,12 +84,16 @@ class JobStore:
             "ScanIndexForward": False,
         }
         if status:
-            params["FilterExpression"] = "#status = :status"
-            params["ExpressionAttributeNames"]["#status"] = "status"
-            params["ExpressionAttributeValues"][":status"] = {"S": status}
+            # One partition per owner and status: the page read is the page returned.
+            params.update(
+                IndexName=STATUS_INDEX,
+                ExpressionAttributeNames={"#key": STATUS_KEY},
+                ExpressionAttributeValues={":key": {"S": status_key(owner, status)}},
+                KeyConditionExpression="#key = :key",
+            )
         config: dict[str, Any] = {"MaxItems": limit, "PageSize": limit}
         if next_token:
-            _check_token(next_token, owner)
+            _check_token(next_token, owner, status)
             config["StartingToken"] = next_token
         try:
             result = paginator.paginate(**params, PaginationConfig=config).build_full_result()
@@ -110,8 +130,20 @@ class JobStore:
                 return count
             params["ExclusiveStartKey"] = start
 
+    def _owner(self, job_name: str) -> str | None:
+        """The job's owner (which never changes), or None if there is no such job."""
+        item = self.table.get_item(
+            Key={"job_name": job_name},
+            ProjectionExpression="#owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ConsistentRead=True,
+        ).get("Item")
+        return str(item["owner"]) if item and "owner" in item else None
+
     # -- writes ----------------------------------------------------------------------------
     def create(self, item: dict[str, Any]) -> None:
+        if "status" in item and "owner" in item:
+            item = {**item, STATUS_KEY: status_key(item["owner"], item["status"])}
         self.table.put_item(Item=item, ConditionExpression=Attr("job_name").not_exists())
 
     def delete(self, job_name: str) -> None:
@@ -124,7 +156,15 @@ class JobStore:
         condition: Any = None,
         removes: tuple[str, ...] = (),
     ) -> dict[str, Any] | None:
-        """SET (and REMOVE) fields if `condition` holds; the new item, or None if it did not."""
+        """SET (and REMOVE) fields if `condition` holds; the new item, or None if it did not.
+
+        A new status moves the job in the status index in the same write.
+        """
+        if "status" in sets and STATUS_KEY not in sets:
+            owner = self._owner(job_name)
+            if owner is None:
+                return None
+            sets = {**sets, STATUS_KEY: status_key(owner, sets["status"])}
         names = {f"#{i}": key for i, key in enumerate(sets)}
         values = {f":{i}": value for i, value in enumerate(sets.values())}
         expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets)))
@@ -416,19 +456,68 @@ class JobStore:
         """What an ended job cost (training_seconds, billable_seconds, spot, spot_savings)."""
         self._update(job_name, {k: _dynamo_number(v) for k, v in fields.items()})
 
+    def backfill_status_key(self, *, segment: int = 0, total_segments: int = 1) -> int:
+        """Give jobs written before the status index their STATUS_KEY; how many were given it.
+
+        Safe to run at any time and more than once, in parallel segments: a job is written
+        only while it still lacks the key and still has the status read, so a status change
+        racing the backfill (which writes the key itself) always wins.
+        """
+        kwargs: dict[str, Any] = {
+            "FilterExpression": Attr(STATUS_KEY).not_exists() & Attr("status").exists(),
+            "ProjectionExpression": "#name, #owner, #status",
+            "ExpressionAttributeNames": {
+                "#name": "job_name",
+                "#owner": "owner",
+                "#status": "status",
+            },
+            "Segment": segment,
+            "TotalSegments": total_segments,
+        }
+        written = 0
+        while True:
+            page = self.table.scan(**kwargs)
+            for item in page.get("Items", []):
+                if "owner" not in item:
+                    continue
+                try:
+                    self.table.update_item(
+                        Key={"job_name": item["job_name"]},
+                        UpdateExpression="SET #key = :key",
+                        ConditionExpression=Attr(STATUS_KEY).not_exists()
+                        & Attr("status").eq(item["status"]),
+                        ExpressionAttributeNames={"#key": STATUS_KEY},
+                        ExpressionAttributeValues={
+                            ":key": status_key(str(item["owner"]), str(item["status"]))
+                        },
+                    )
+                    written += 1
+                except ClientError as exc:
+                    if not _conditional_failed(exc):
+                        raise
+            if "LastEvaluatedKey" not in page:
+                return written
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
 
 def _progress_mark() -> dict[str, str]:
     """When staging last moved: the reconciler leaves staging that is still moving alone."""
     return {"staging_progress_at": timefmt.to_iso(timefmt.now())}
 
 
-def _check_token(token: str, owner: str) -> None:
-    """A continuation token must be one of ours, for this owner's index."""
+def _check_token(token: str, owner: str, status: str | None = None) -> None:
+    """A continuation token must be one of ours, for this owner's index (and status)."""
     try:
         decoded = json.loads(base64.b64decode(token, validate=True))
         start_key = decoded.get("ExclusiveStartKey")
         # Within the first page the token holds only how many items to skip.
-        token_owner = start_key["owner"]["S"] if start_key is not None else owner
+        token_owner: str | None = owner
+        if start_key is not None and status:
+            # The status index's key is owner#status: a token from another list is refused.
+            if start_key[STATUS_KEY]["S"] != status_key(owner, status):
+                token_owner = None
+        elif start_key is not None:
+            token_owner = start_key["owner"]["S"]
         valid = isinstance(decoded.get("boto_truncate_amount", 0), int)
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise BadRequest("next_token: is not a token this API issued") from None

@@ -1,0 +1,171 @@
+"""Cold import of every handler against a bare `import boto3`.
+
+Every `functions/*/app.py` is imported in a fresh interpreter with the environment the
+template gives that function (Globals plus its own variables; references to stack resources
+become placeholders, parameters take their defaults), as Lambda's init phase would. The
+baseline is `import boto3` alone in the same kind of process. The figure is the CPU time of
+the import (interpreter start-up excluded, as it is the same for all), which a machine shared
+with other work disturbs far less than wall time; runs are interleaved (baseline, then each
+handler, round after round) and the median of the runs is compared.
+
+    .venv/bin/python benchmarks/cold_import.py [--runs 11] [--goal 1.3] [--profile NAME]
+
+--profile NAME prints the import-time tree (python -X importtime) of one handler instead.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+
+# Run in the child: time the import alone (interpreter start-up is the same for all).
+_HANDLER = """
+import importlib.util, sys, time
+start = time.process_time()
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(time.process_time() - start)
+"""
+_BASELINE = """
+import time
+start = time.process_time()
+import boto3
+print(time.process_time() - start)
+"""
+
+
+def _value(value: Any, parameters: dict[str, Any]) -> str:
+    """A plain string for an environment value that may be an intrinsic function."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            default = parameters.get(str(argument), {}).get("Default")
+            return str(default) if default not in (None, "") else f"bench-{argument}"
+        if function == "Fn::GetAtt":
+            name = argument if isinstance(argument, str) else ".".join(argument)
+            return f"arn:aws:bench:us-east-1:123456789012:{name}"
+        if function == "Fn::If":
+            return _value(argument[1], parameters)
+        if function == "Fn::Sub":
+            return "bench-" + (argument if isinstance(argument, str) else argument[0])
+    return "bench"
+
+
+def handler_environments() -> dict[str, dict[str, str]]:
+    """functions/<name> -> the environment the template gives it."""
+    template = yaml_parse(TEMPLATE.read_text())
+    parameters = template.get("Parameters", {})
+    shared = template["Globals"]["Function"].get("Environment", {}).get("Variables", {})
+    by_folder: dict[str, dict[str, Any]] = {}
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Function" and "CodeUri" in properties:
+            own = properties.get("Environment", {}).get("Variables", {})
+            by_folder[Path(properties["CodeUri"]).name] = {**shared, **own}
+    environments = {}
+    for app in sorted((ROOT / "functions").glob("*/app.py")):
+        variables = by_folder.get(app.parent.name, shared)
+        environments[app.parent.name] = {k: _value(v, parameters) for k, v in variables.items()}
+    return environments
+
+
+def _base_environment() -> dict[str, str]:
+    """What Lambda sets for every function, and nothing from this shell's AWS setup."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env.update(
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_SESSION_TOKEN="bench",
+        AWS_LAMBDA_FUNCTION_NAME="bench",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def _run(code: str, env: dict[str, str], *args: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"import failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def measure(runs: int) -> tuple[list[float], dict[str, list[float]]]:
+    base_env = _base_environment()
+    environments = {
+        name: {**base_env, **variables} for name, variables in handler_environments().items()
+    }
+    apps = {name: str(ROOT / "functions" / name / "app.py") for name in environments}
+    # One warm-up round: the first import after an edit compiles bytecode into __pycache__.
+    _run(_BASELINE, base_env)
+    for name in environments:
+        _run(_HANDLER, environments[name], apps[name])
+    baseline: list[float] = []
+    handlers: dict[str, list[float]] = {name: [] for name in environments}
+    for _ in range(runs):
+        baseline.append(_run(_BASELINE, base_env))
+        for name, env in environments.items():
+            handlers[name].append(_run(_HANDLER, env, apps[name]))
+    return baseline, handlers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=11, help="fresh processes per import")
+    parser.add_argument("--goal", type=float, default=1.3, help="allowed ratio to boto3")
+    parser.add_argument("--profile", help="print one handler's import-time tree")
+    args = parser.parse_args()
+
+    if args.profile:
+        env = {**_base_environment(), **handler_environments()[args.profile]}
+        app = str(ROOT / "functions" / args.profile / "app.py")
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", _HANDLER, app],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = [line for line in out.stderr.splitlines() if line.startswith("import time:")][1:]
+        rows.sort(key=lambda line: -int(line.split("|")[1]) if line.count("|") == 2 else 0)
+        print("\n".join(rows[: int(os.environ.get("ROWS", "40"))]))
+        return
+
+    baseline, handlers = measure(args.runs)
+    base = statistics.median(baseline)
+    print(f"cold import: import boto3 alone {base * 1000:.0f} ms (median of {args.runs} runs)")
+    for name, times in handlers.items():
+        median = statistics.median(times)
+        ratio = median / base
+        verdict = "PASS" if ratio <= args.goal else "FAIL"
+        print(
+            f"cold import {name}: {median * 1000:.0f} ms = {ratio:.2f}x import boto3 "
+            f"(goal <= {args.goal}x) {verdict}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The callback's report wherever the image put it: output.tar.gz, the start or the end of a
+large model.tar.gz; past the scan bounds, the `avg` row from SageMaker's final metrics."""
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from aifactory import runtime
+from tests.integration.flow import complete, staged_job
+
+REPORT = {
+    "avg": {"recall": 0.5712, "f1-score": 0.5549, "support": 5183, "precision": 0.5401},
+    "details": [{"recall": 0.79, "f1-score": 0.734, "support": 3189, "precision": 0.6, "no": "0"}],
+}
+SEED_AVG = {"precision": "0.54", "recall": "0.57", "f1-score": "0.55", "support": "5183"}
+
+
+def archive(*members: tuple[str, bytes]) -> bytes:
+    """A .tar.gz with its members in this order (fast compression: the data is random)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def report_member(path: str = "evaluation.json") -> tuple[str, bytes]:
+    return path, json.dumps(REPORT).encode()
+
+
+@pytest.fixture
+def job(fns, aws, factory_env, callbacks, httpserver):
+    return staged_job(fns, aws, factory_env, callbacks, httpserver)
+
+
+def test_report_in_output_tar_is_sent(fns, aws, factory_env, callbacks, job):
+    # Given the report in output.tar.gz and a model without one
+    artifacts = {
+        "model.tar.gz": archive(("weights.bin", os.urandom(256 * 1024))),
+        "output.tar.gz": archive(report_member("data/evaluation.json")),
+    }
+    # When the job completes
+    complete(fns, aws, factory_env, job, artifacts)
+    # Then the callback carries it
+    assert callbacks.received[0].json["log"]["avg"] == SEED_AVG
+
+
+def test_report_at_the_start_of_model_tar_is_sent(fns, aws, factory_env, callbacks, job):
+    # Given the report first in model.tar.gz, model files after it, and no output.tar.gz
+    model = archive(report_member(), ("weights.bin", os.urandom(1024 * 1024)))
+    # When the job completes
+    complete(fns, aws, factory_env, job, {"model.tar.gz": model})
+    # Then the callback carries it
+    assert callbacks.received[0].json["log"]["avg"] == SEED_AVG
+
+
+def test_report_after_65_mib_of_model_files_is_sent(fns, aws, factory_env, callbacks, job):
+    # Given the report last in a model.tar.gz, behind more than 64 MiB of incompressible files
+    model = archive(
+        ("weights.bin", os.urandom(65 * 1024 * 1024)), report_member("x/evaluation.json")
+    )
+    assert len(model) > 64 * 1024 * 1024
+    # When the job completes (default bounds)
+    complete(fns, aws, factory_env, job, {"model.tar.gz": model})
+    # Then the callback carries it
+    log = callbacks.received[0].json["log"]
+    assert log["avg"] == SEED_AVG and [row["no"] for row in log["details"]] == ["0"]
+    assert "source" not in log
+
+
+def _with_final_metrics(monkeypatch, metrics):
+    """SageMaker's DescribeTrainingJob answer, with the FinalMetricDataList it would record
+    from the image's log (the emulator keeps none)."""
+    training = runtime.get_runtime().training
+    describe = training.describe
+
+    def described(job_name):
+        return {**describe(job_name), "FinalMetricDataList": metrics}
+
+    monkeypatch.setattr(training, "describe", described)
+
+
+FINAL_METRICS = [
+    {"MetricName": "avg:precision", "Value": 0.5401},
+    {"MetricName": "avg:recall", "Value": 0.5712},
+    {"MetricName": "avg:f1-score", "Value": 0.5549},
+    {"MetricName": "avg:support", "Value": 5183.0},
+    {"MetricName": "train:loss", "Value": 0.1},
+]
+
+
+def test_past_the_scan_bound_the_avg_row_comes_from_final_metrics_and_says_so(
+    fns, aws, factory_env, callbacks, job, settings_override, monkeypatch
+):
+    # Given a report behind more bytes than the scan bound, and SageMaker's final metrics
+    settings_override(REPORT_SCAN_MAX_BYTES="65536")
+    _with_final_metrics(monkeypatch, FINAL_METRICS)
+    model = archive(("weights.bin", os.urandom(512 * 1024)), report_member())
+    # When the job completes
+    complete(fns, aws, factory_env, job, {"model.tar.gz": model})
+    # Then the callback's avg row is SageMaker's, and the log says where it came from
+    log = callbacks.received[0].json["log"]
+    assert log["avg"] == SEED_AVG
+    assert log["details"] == []
+    assert log["source"] == "FinalMetricDataList"
+    assert "model.tar.gz" in log["note"]
+
+
+def test_past_the_scan_bound_without_final_metrics_the_log_is_null(
+    fns, aws, factory_env, callbacks, job, settings_override, monkeypatch
+):
+    # Given a report behind more bytes than the scan bound, and only part of the metrics
+    settings_override(REPORT_SCAN_MAX_BYTES="65536")
+    _with_final_metrics(monkeypatch, FINAL_METRICS[:2])
+    model = archive(("weights.bin", os.urandom(512 * 1024)), report_member())
+    # When the job completes
+    complete(fns, aws, factory_env, job, {"model.tar.gz": model})
+    # Then the callback is still sent, with no log
+    callback = callbacks.received[0].json
+    assert callback["log"] is None and callback["model"]
