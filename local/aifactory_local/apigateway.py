@@ -107,6 +107,8 @@ class ApiGateway:
         path = parts.path or "/"
         if path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :]
+        elif path == f"/{self.stage}":  # the stage root, the seed's status URL
+            path = "/"
         body = request.read_body()
         function = self.routes.get((request.command, path))
         key = self.keys.get(_header(request, "x-api-key") or "")
