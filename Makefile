@@ -14,12 +14,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
+$(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed (pyenv install 3.13.0)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r layers/common/requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# The client library and its `aifactory` command (its dependencies are pinned above).
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e client
 	@touch $@
 
 tools: $(TOOLS_STAMP)
