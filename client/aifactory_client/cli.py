@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +331,8 @@ def listen(host: str, port: int, secret: str | None, count: int | None, as_json:
             _print_callback(console, verdict, callback, body, as_json)
             received.append(code)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = HTTPServer((host, port), Handler)
+    server.timeout = 0.5  # so that Ctrl-C and --count are noticed
     if not as_json:
         console.print(
             f"listening on http://{host}:{server.server_address[1]}/"
