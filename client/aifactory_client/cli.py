@@ -218,7 +218,9 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
         _emit_json([job.model_dump(mode="json", exclude_none=True) for job in found])
         return
     table = Table()
-    for column in ("job", "status", "created", "ended"):
+    # A job's name is what the other commands take: never cut short.
+    table.add_column("job", no_wrap=True, min_width=len("sage-maker-train-YYYYMMDD-HHMMSS-xxxxxx"))
+    for column in ("status", "created", "ended"):
         table.add_column(column)
     for job in found:
         table.add_row(
