@@ -141,19 +141,29 @@ class Client:
         *,
         poll: float = 1.0,
         poll_max: float = 15.0,
+        settle: float = 60.0,
     ) -> JobStatus:
         """Poll until the job ends and return its last status.
 
         The interval starts at `poll` seconds and grows by half each time nothing changed,
         up to `poll_max`; a change resets it. `on_change` sees every new (status, secondary
-        status, staged records). Raises WaitTimeout after `timeout` seconds.
+        status, staged records, callback state, report). An ended job is followed for up to
+        `settle` seconds more, until its callback has been attempted: its report is in the
+        status from then on. Raises WaitTimeout after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll
         last: tuple[Any, ...] | None = None
+        ended_at: float | None = None
         while True:
             current = self.status(name)
-            seen = (current.status, current.secondary_status, current.staged_records)
+            seen = (
+                current.status,
+                current.secondary_status,
+                current.staged_records,
+                current.callback.state if current.callback else None,
+                current.report is not None,
+            )
             if seen != last:
                 last, interval = seen, poll
                 if on_change is not None:
@@ -161,7 +171,11 @@ class Client:
             else:
                 interval = min(poll_max, interval * 1.5)
             if current.ended:
-                return current
+                ended_at = time.monotonic() if ended_at is None else ended_at
+                late = deadline is not None and time.monotonic() >= deadline
+                if _settled(current) or late or time.monotonic() - ended_at >= settle:
+                    return current
+                interval = poll  # the callback is being sent: soon
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -188,3 +202,10 @@ class Client:
 
 def _job(name: str) -> dict[str, str]:
     return {"job_name": name}
+
+
+def _settled(status: JobStatus) -> bool:
+    """An ended job whose callback was attempted (so its report, if any, is in the status)."""
+    if status.report is not None or status.callback is None:
+        return True
+    return status.callback.state in ("delivered", "retrying", "failed")

@@ -261,3 +261,47 @@ def test_a_signed_callback_verifies_and_a_forged_one_does_not(
     other = "whsec_" + base64.b64encode(b"x" * 32).decode()
     with pytest.raises(WebhookVerificationError):
         verify_callback(callback.headers, callback.body, other)
+
+
+class ScriptedFactory:
+    """Answers check_training_status with the given bodies in turn (the last one repeats)."""
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.asked = 0
+        scripted = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                self.read_body()
+                answer = scripted.answers[min(scripted.asked, len(scripted.answers) - 1)]
+                scripted.asked += 1
+                self.send_bytes(200, json.dumps(answer).encode())
+
+        self.server = BackgroundServer(Handler, "127.0.0.1", 0)
+
+
+def test_wait_follows_an_ended_job_until_its_callback_was_attempted_so_the_report_is_there() -> (
+    None
+):
+    # Given a job that has just Completed, whose callback (and so its report) comes a moment later
+    ended = {
+        "status": "Completed",
+        "job_name": "j",
+        "callback": {"state": "pending", "attempts": 0},
+    }
+    report = {
+        "avg": {"precision": "0.90", "recall": "0.90", "f1-score": "0.90", "support": "10"},
+        "details": [],
+    }
+    delivered = {**ended, "callback": {"state": "delivered", "attempts": 1}, "report": report}
+    scripted = ScriptedFactory([ended, ended, delivered])
+    scripted.server.start("scripted-factory")
+    try:
+        # When a client waits for it
+        final = Client(scripted.server.url, "key").wait("j", timeout=30, poll=0.01)
+    finally:
+        scripted.server.stop()
+    # Then it returns the status with the report, once the callback was attempted
+    assert final.report is not None and final.report.avg.f1_score == "0.90"
+    assert scripted.asked == 3
