@@ -20,7 +20,7 @@ ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
+$(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed: any 3.13.x will do (e.g. pyenv install 3.13), or name one with make PYTHON=/path/to/python3.13")'
 	@echo "Building $(VENV) with $$($(PYTHON) --version) (once; about a minute)..."
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,8 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 		-r requirements-dev.txt -r layers/common/requirements.txt \
 		| { grep --line-buffered -E '^(Collecting|ERROR)' || true; }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# The client library and its `aifactory` command (its dependencies are pinned above).
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e client
 	@echo "$(VENV) is ready."
 	@touch $@
 

@@ -1,4 +1,4 @@
-"""POST /check_training_status: one job's state."""
+"""POST /check_training_status (and POST /, the seed's status URL): one job's state."""
 
 from typing import Any
 
@@ -17,6 +17,7 @@ app = make_resolver()
 
 
 @app.post("/check_training_status")
+@app.post("/")
 def check_training_status() -> dict[str, Any]:
     rt, owner, body = request(app, models.JobNameRequest)
     return jobs.job_status(rt, owner, body.job_name)

@@ -39,6 +39,8 @@ log = logging.getLogger("aifactory_local.api")
 # API Gateway's payload limit for REST APIs.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 API_ID = "local00api"
+# Served locally without a key: the OpenAPI document and a Swagger UI page over it.
+LOCAL_DOCS = ("/openapi.json", "/docs")
 
 
 def api_key_id(value: str) -> str:
@@ -132,7 +134,15 @@ class ApiGateway:
         path = parts.path or "/"
         if path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :]
+        elif path == f"/{self.stage}":  # the stage root, the seed's status URL
+            path = "/"
         body = request.read_body()
+        if request.command == "GET" and path in LOCAL_DOCS:
+            # The API's description, locally only and with no key (not part of the stack).
+            status, headers, payload = self._docs(path)
+            request.send_bytes(status, payload, headers)
+            self._access(request, path, None, status, started, request_id)
+            return
         function = self.routes.get((request.command, path))
         key = self._key(_header(request, "x-api-key") or "")
         if function is None:
@@ -158,6 +168,15 @@ class ApiGateway:
             except Exception:
                 log.exception("could not look the API key up")
         return key
+
+    def _docs(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        from aifactory_local.openapi import local_spec, swagger_page  # only when asked
+
+        spec = json.dumps(local_spec(self.url))
+        if path == "/openapi.json":
+            return 200, [("Content-Type", "application/json")], spec.encode()
+        page = swagger_page(spec)
+        return 200, [("Content-Type", "text/html; charset=utf-8")], page.encode()
 
     def build_event(
         self,

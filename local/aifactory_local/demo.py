@@ -1,9 +1,10 @@
 """`aifactory-local demo`: one training job through the whole local Factory.
 
 It starts the Factory, a sample dataset endpoint (tagging sentences for the slot_tagger
-image) and a callback receiver, submits the seed's example request, follows the job with
-check_training_status, and prints the callback and its per-class report. Exit status 0 only
-when a Completed callback with a report (`log`) arrived.
+image) and a callback receiver; then, as a client application would, with the Python client
+library (`aifactory_client`), it submits the seed's example request, waits for the job, and
+prints the callback and the job's per-class report. Exit status 0 only when a Completed
+callback with a report (`log`) arrived and the job's status shows the same report.
 """
 
 import json
@@ -12,6 +13,7 @@ from typing import Any
 
 import requests
 
+from aifactory_client import Client, FactoryError, JobStatus, WaitTimeout
 from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.cli import example_request
 from aifactory_local.dataset_server import DatasetServer
@@ -57,38 +59,39 @@ def run_demo(factory: LocalFactory) -> int:
     ):
         api_key = next(iter(factory.api_keys.values()))
         print(f"{stamp()} AI Factory (local) is up")
-        print(f"         API           {factory.api_url}")
+        print(f"         API           {factory.api_url}  (OpenAPI: {factory.api_url}/docs)")
         print(f"         AWS endpoint  {factory.aws_endpoint_url}  (bucket {factory.bucket})")
         print(f"         dataset       {dataset.url}  ({len(records)} tagging sentences)")
         print(f"         callback      {receiver.url}")
         print(f"         state dir     {factory.state_dir}")
 
+        # What a client application does, with the Python client library.
+        client = Client(factory.api_url, api_key)
         payload = example_request(dataset.url, receiver.url)
-        session = requests.Session()
-        session.headers["x-api-key"] = api_key
-        answer = session.post(f"{factory.api_url}/create_training_job", json=payload, timeout=30)
-        print(f"{stamp()} POST /create_training_job -> {answer.status_code} {answer.text}")
-        if answer.status_code != 200:
+        try:
+            job_name = client.create(payload).job_name
+        except FactoryError as exc:
+            print(f"{stamp()} client.create(...) failed: {exc}")
             return 1
-        job_name = answer.json()["job_name"]
+        print(f"{stamp()} client.create(...) -> {job_name}")
 
-        print(f"{stamp()} following POST /check_training_status:")
-        last = None
+        print(f"{stamp()} client.wait({job_name!r}) polls check_training_status:")
+
+        def show(status: JobStatus) -> None:
+            staged = f" ({status.staged_records} records staged)" if status.staged_records else ""
+            print(
+                f"{stamp()}   status {status.status:<11} "
+                f"secondary_status {status.secondary_status}{staged}"
+            )
+
         deadline = started + DEADLINE_SECONDS
+        try:
+            final = client.wait(job_name, DEADLINE_SECONDS, show, poll=POLL_SECONDS, poll_max=1)
+        except WaitTimeout:
+            final = None
         callback = None
-        while time.monotonic() < deadline:
-            status = session.post(
-                f"{factory.api_url}/check_training_status", json={"job_name": job_name}, timeout=30
-            ).json()
-            seen = (status.get("status"), status.get("secondary_status"))
-            if seen != last:
-                print(f"{stamp()}   status {seen[0]:<11} secondary_status {seen[1]}")
-                last = seen
-            if status.get("status") in ("Completed", "Failed", "Stopped"):
-                callback = receiver.wait_for_job(job_name, max(0.0, deadline - time.monotonic()))
-                break
-            time.sleep(POLL_SECONDS)
-
+        if final is not None:
+            callback = receiver.wait_for_job(job_name, max(0.0, deadline - time.monotonic()))
         if callback is None:
             print(
                 f"{stamp()} no callback arrived within {DEADLINE_SECONDS} s; see "
@@ -104,13 +107,22 @@ def run_demo(factory: LocalFactory) -> int:
         shown["log"] = "(the per-class report below)" if body.get("log") else None
         print(json.dumps(shown, indent=2))
         if body.get("model"):
-            model = requests.get(body["model"], timeout=30)
-            print(f"{stamp()} GET model URL -> {model.status_code}, {len(model.content)} bytes")
-        if body.get("log"):
-            print(f"\nPer-class report of {job_name} (class = slot tag):\n")
-            print(report_table(body["log"]))
+            model = requests.get(client.model_url(job_name).model, timeout=30)
+            print(
+                f"{stamp()} client.model_url(...) -> GET {model.status_code}, "
+                f"{len(model.content)} bytes"
+            )
+        if final is not None and final.report is not None:
+            print(f"\nPer-class report of {job_name} (client.status(...).report, by slot tag):\n")
+            print(report_table(final.report.model_dump(by_alias=True)))
             print()
-        ok = body.get("status") == "Completed" and body.get("log") is not None
+        ok = (
+            body.get("status") == "Completed"
+            and body.get("log") is not None
+            and final is not None
+            and final.report is not None
+            and final.report.model_dump(by_alias=True) == body["log"]
+        )
         if not ok:
             print(f"the job ended {body.get('status')}: {body.get('failure_reason')}")
     elapsed = time.monotonic() - started

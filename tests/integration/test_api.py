@@ -292,7 +292,12 @@ def test_sagemaker_refusing_the_stop_is_409_with_its_message(fns, aws, factory_e
     with Stubber(aws_clients.client("sagemaker")) as stub:
         stub.add_client_error("stop_training_job", "ValidationException", message, 400)
         status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
-    assert (status, answer) == (409, {"status": "error", "message": message})
+    # The seed's words: SageMaker's error as boto3 words it
+    seed = (
+        "An error occurred (ValidationException) when calling the StopTrainingJob operation: "
+        + message
+    )
+    assert (status, answer) == (409, {"status": "error", "message": seed})
 
 
 def test_stopping_a_finished_job_is_409(fns, aws, factory_env, seed_body, callbacks):
@@ -303,7 +308,9 @@ def test_stopping_a_finished_job_is_409(fns, aws, factory_env, seed_body, callba
     assert status == 409
     assert answer == {
         "status": "error",
-        "message": "The request was rejected because the training job is in status Completed.",
+        # word for word the seed's example answer
+        "message": "An error occurred (ValidationException) when calling the StopTrainingJob "
+        "operation: The request was rejected because the training job is in status Completed.",
     }
 
 

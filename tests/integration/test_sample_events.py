@@ -13,6 +13,8 @@ API = {
     "check_training_status.json": ("check_training_status", 404),
     "redeliver_callback.json": ("redeliver_callback", 404),
     "get_model_url.json": ("get_model_url", 404),
+    # POST / (the stage root): the seed's status URL, answered as /check_training_status
+    "check_training_status_root.json": ("check_training_status", 404),
 }
 RECORDS = {"stage_dataset.json": "stage_dataset", "retry_callback.json": "retry_callback"}
 NOTIFY = [
@@ -48,6 +50,8 @@ def test_api_sample_events(fns, name):
         assert body["status"] == "success"
     elif expected == 404:
         assert body["status"] == "error"
+        # the route answered (its job is unknown), not the resolver's "no such route"
+        assert body["message"].startswith("job_name: "), body
 
 
 @pytest.mark.parametrize("name", sorted(RECORDS))

@@ -177,6 +177,8 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
     item = aws.dynamodb.Table(factory_env["JOBS_TABLE"]).get_item(Key={"job_name": job})["Item"]
     assert item["callback_state"] == "delivered"
     assert b"callback-secret-example" not in bytes(item["secrets"].value)
+    # and check_training_status shows the same report, now that the job has ended
+    assert call(fns, "check_training_status", {"job_name": job})[1]["report"] == callback["log"]
 
 
 def test_model_tar_report_is_used_when_output_tar_has_none(
@@ -221,6 +223,8 @@ def test_missing_report_sends_the_callback_with_a_null_log(
     assert callback["status"] == "Completed"
     assert callback["log"] is None
     assert callback["model"].startswith("http")
+    # and the ended job's status says it has no report
+    assert call(fns, "check_training_status", {"job_name": job})[1]["report"] is None
 
 
 def test_report_scan_gives_up_on_a_large_model(

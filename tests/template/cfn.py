@@ -47,6 +47,9 @@ API_ROUTES = {
     "ModelUrlFn": "/get_model_url",
 }
 
+# Further routes (all POST) -> API function logical id: the seed's status URL is the stage root.
+EXTRA_API_ROUTES = {"/": "StatusFn"}
+
 
 def load_sam_template() -> dict[str, Any]:
     return dict(yaml_parse(TEMPLATE.read_text()))

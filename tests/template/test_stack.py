@@ -11,6 +11,7 @@ import pytest
 from aifactory.settings import Settings
 from tests.template.cfn import (
     API_ROUTES,
+    EXTRA_API_ROUTES,
     FUNCTIONS,
     as_list,
     render,
@@ -42,8 +43,9 @@ def api_body(cfn: dict[str, Any]) -> dict[str, Any]:
 
 def test_api_serves_the_seed_routes_and_the_callback_routes_as_post(cfn: dict[str, Any]) -> None:
     paths = api_body(cfn)["paths"]
-    assert set(paths) == set(API_ROUTES.values())
-    for function_id, route in API_ROUTES.items():
+    assert set(paths) == set(API_ROUTES.values()) | set(EXTRA_API_ROUTES)
+    routes = [*API_ROUTES.items(), *((fn, route) for route, fn in EXTRA_API_ROUTES.items())]
+    for function_id, route in routes:
         assert set(paths[route]) == {"post"}, route
         integration = paths[route]["post"]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy"

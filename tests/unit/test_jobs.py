@@ -77,6 +77,7 @@ def test_stop_of_an_ended_job_is_a_conflict(status):
     with pytest.raises(Conflict) as raised:
         jobs.stop_job(rt, "owner1", name)
     assert raised.value.message == (
+        "An error occurred (ValidationException) when calling the StopTrainingJob operation: "
         f"The request was rejected because the training job is in status {status}."
     )
 
@@ -105,6 +106,7 @@ def test_a_job_that_ends_while_being_stopped_is_a_conflict_naming_its_end():
         jobs.stop_job(rt, "owner1", name)
     # Then the answer names the state it really ended in, and SageMaker was not asked
     assert raised.value.message == (
+        "An error occurred (ValidationException) when calling the StopTrainingJob operation: "
         "The request was rejected because the training job is in status Completed."
     )
     assert rt.training.stopped == []
@@ -136,3 +138,19 @@ def test_status_of_an_ended_job_shows_what_it_cost_and_a_running_one_does_not():
     assert (ended["training_seconds"], ended["billable_seconds"]) == (500, 100)
     assert (ended["spot"], ended["spot_savings"]) == (True, 80.0)
     assert "billable_seconds" not in running and "spot" not in running
+
+
+def test_status_carries_the_report_only_once_the_job_has_ended():
+    # Given a job in progress, whose record already holds a report
+    rt = fake_runtime()
+    name = jobs.create_job(rt, "owner1", seed_request(rt))["job_name"]
+    report = {"avg": {"precision": "0.90"}, "details": [{"precision": "0.90", "no": "0"}]}
+    rt.store.items[name]["report"] = report
+    # Then its status has no report field while it runs
+    assert "report" not in jobs.job_status(rt, "owner1", name)
+    # When it completes, the report is in its status
+    rt.store.items[name]["status"] = "Completed"
+    assert jobs.job_status(rt, "owner1", name)["report"] == report
+    # and an ended job without one says null
+    del rt.store.items[name]["report"]
+    assert jobs.job_status(rt, "owner1", name)["report"] is None

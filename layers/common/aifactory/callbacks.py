@@ -208,6 +208,12 @@ def _attempt(rt: Runtime, job: dict[str, Any], *, first: bool = False) -> Outcom
     except Exception as exc:
         logger.exception("could not build the callback", extra={"job_name": job_name})
         return Outcome(f"internal error while building the callback ({type(exc).__name__})")
+    if body.get("log") is not None and job.get("report") != body["log"]:
+        # Kept on the record so check_training_status shows the report of an ended job.
+        try:
+            rt.store.save_report(job_name, body["log"])
+        except Exception:  # the callback matters more than the copy; it is tried again
+            logger.exception("could not keep the report", extra={"job_name": job_name})
     payload = json.dumps(body)
     headers = {"Content-Type": "application/json"}
     for name, value in opened.get("callback_headers", {}).items():

@@ -127,8 +127,11 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         # Staging progress (additive): records and pages staged so far.
         status["staged_records"] = int(job.get("staged_records", 0))
         status["staged_pages"] = int(job.get("staged_pages", 0))
-    if job["status"] in TERMINAL_STATUSES:  # what the job cost, once it has ended
-        status.update(cost.status_fields(job))
+    if job["status"] in TERMINAL_STATUSES:
+        status.update(cost.status_fields(job))  # what the job cost, once it has ended
+        # The evaluation report (additive), in the callback's `log` shape, once the callback
+        # has been built; null when the image wrote none.
+        status["report"] = job.get("report")
     return status
 
 
@@ -192,8 +195,15 @@ def model_url(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     }
 
 
+# The seed answers a stop of a finished job with SageMaker's error, as boto3 words it.
+STOP_REJECTED = (
+    "An error occurred (ValidationException) when calling the StopTrainingJob operation: "
+    "The request was rejected because the training job is in status {status}."
+)
+
+
 def _rejected(status: str) -> Conflict:
-    return Conflict(f"The request was rejected because the training job is in status {status}.")
+    return Conflict(STOP_REJECTED.format(status=status))
 
 
 def stop_job(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
@@ -209,8 +219,9 @@ def stop_job(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
             rt.training.stop(job_name)
         except ClientError as exc:
             if aws.error_code(exc) == "ValidationException":
-                # SageMaker's own words, e.g. "...the training job is in status Completed."
-                raise Conflict(aws.error_message(exc) or str(exc)) from exc
+                # SageMaker's own words as boto3 gives them, as the seed answers: "An error
+                # occurred (ValidationException) when calling the StopTrainingJob operation: ..."
+                raise Conflict(str(exc)) from exc
             raise
     logger.info("stop requested", extra={"job_name": job_name})
     return {"status": "success", "job_name": job_name}

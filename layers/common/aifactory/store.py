@@ -499,6 +499,10 @@ class JobStore:
                 return written
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def save_report(self, job_name: str, report: dict[str, Any]) -> None:
+        """Keep the evaluation report (the callback's `log`) for check_training_status."""
+        self._update(job_name, {"report": report})
+
 
 def _progress_mark() -> dict[str, str]:
     """When staging last moved: the reconciler leaves staging that is still moving alone."""

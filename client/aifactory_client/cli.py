@@ -1,0 +1,385 @@
+"""`aifactory`: the AI Factory from a terminal.
+
+The API URL and key come from --url/--api-key or AIFACTORY_URL/AIFACTORY_API_KEY. Every
+command takes --json for machine-readable output. Errors print the Factory's message and
+exit 1.
+"""
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from aifactory_client import WebhookVerificationError, verify_callback
+from aifactory_client.client import KEY_ENV, URL_ENV, Client
+from aifactory_client.errors import FactoryError
+from aifactory_client.models import Callback, JobStatus, Report
+
+STATUS_STYLE = {
+    "InProgress": "cyan",
+    "Completed": "green",
+    "Failed": "red",
+    "Stopping": "yellow",
+    "Stopped": "yellow",
+}
+
+
+def _console() -> Console:
+    # Created per command so output goes to the stdout of the moment (a test runner's too).
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _emit_json(data: Any) -> None:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", by_alias=True, exclude_none=False)
+    click.echo(json.dumps(data, indent=2))
+
+
+def _client(ctx: click.Context) -> Client:
+    opts = ctx.find_root().params
+    try:
+        return Client(opts.get("url"), opts.get("api_key"), retries=opts.get("retries", 4))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A subcommand with --json, whose Factory errors exit 1 with the Factory's message."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FactoryError as exc:
+            if kwargs.get("as_json"):
+                click.echo(
+                    json.dumps(
+                        {"status": "error", "http_status": exc.status, "message": exc.message}
+                    )
+                )
+            else:
+                click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group()
+@click.option("--url", envvar=URL_ENV, help=f"The API's base URL [env {URL_ENV}].")
+@click.option(
+    "--api-key", envvar=KEY_ENV, help=f"The x-api-key [env {KEY_ENV}].", show_default=False
+)
+@click.option("--retries", default=4, show_default=True, help="Retries of 429/5xx answers.")
+@click.version_option(package_name="aifactory-client")
+def main(url: str | None, api_key: str | None, retries: int) -> None:
+    """Train models with the AI Factory from the terminal."""
+
+
+# -- tables -----------------------------------------------------------------------------------
+def report_table(report: Report, title: str | None = None) -> Table:
+    """The per-class report: one row per class, then the weighted average."""
+    table = Table(title=title)
+    table.add_column("class")
+    for column in ("precision", "recall", "f1-score", "support"):
+        table.add_column(column, justify="right")
+    for row in report.details:
+        table.add_row(row.no, row.precision, row.recall, row.f1_score, row.support)
+    avg = report.avg
+    table.add_section()
+    table.add_row(
+        "avg (weighted)", avg.precision, avg.recall, avg.f1_score, avg.support, style="bold"
+    )
+    return table
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def status_table(status: JobStatus, elapsed: float | None = None) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("job", status.job_name or "")
+    table.add_row("status", _status_text(status.status))
+    table.add_row("secondary status", status.secondary_status or "")
+    if status.staged_records is not None:
+        table.add_row("staged records", f"{status.staged_records} ({status.staged_pages} pages)")
+    table.add_row("created", status.creation_time or "")
+    if status.training_end_time:
+        table.add_row("ended", status.training_end_time)
+    if status.failure_reason:
+        table.add_row("failure reason", Text(status.failure_reason, style="red"))
+    if status.callback is not None:
+        cb = status.callback
+        detail = f"{cb.state}, {cb.attempts} attempt(s)"
+        if cb.last_error:
+            detail += f", last error: {cb.last_error}"
+        table.add_row("callback", detail)
+    if elapsed is not None:
+        table.add_row("elapsed", f"{elapsed:.1f} s")
+    return table
+
+
+def _show_end(console: Console, status: JobStatus) -> None:
+    console.print(status_table(status))
+    if status.report is not None:
+        console.print(report_table(status.report, title=f"Per-class report of {status.job_name}"))
+    elif status.ended:
+        console.print("(no evaluation report)")
+
+
+# -- commands ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit 0 only if Completed.")
+@click.option("--idempotency-key", help="Idempotency-Key to send (default: a new one).")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after SECONDS.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Polling interval.")
+@command
+@click.pass_context
+def create(
+    ctx: click.Context,
+    request_file: Path,
+    wait: bool,
+    idempotency_key: str | None,
+    timeout: float | None,
+    poll: float,
+    as_json: bool,
+) -> None:
+    """Start a training job from REQUEST_FILE (the seed's JSON request)."""
+    try:
+        request = json.loads(request_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(f"not a JSON file: {exc}", param_hint="REQUEST_FILE") from None
+    client = _client(ctx)
+    created = client.create(request, idempotency_key=idempotency_key)
+    if not wait:
+        if as_json:
+            _emit_json(created)
+        else:
+            _console().print(f"created [bold]{created.job_name}[/bold]")
+        return
+    final = _follow(client, created.job_name, timeout, poll, as_json)
+    sys.exit(0 if final.status == "Completed" else 1)
+
+
+def _follow(
+    client: Client, name: str, timeout: float | None, poll: float, as_json: bool
+) -> JobStatus:
+    """Wait for the job, with a live display (or JSON lines), then show how it ended."""
+    started = time.monotonic()
+    if as_json:
+
+        def on_change_json(status: JobStatus) -> None:
+            click.echo(json.dumps(status.model_dump(mode="json", by_alias=True)))
+
+        return client.wait(name, timeout, on_change_json, poll=poll, poll_max=max(poll, 5.0))
+    console = _console()
+    console.print(f"following [bold]{name}[/bold]")
+    current: list[JobStatus] = []
+    with Live(Text("waiting for the first status..."), console=console, transient=True) as live:
+
+        def on_change(status: JobStatus) -> None:
+            current[:] = [status]
+            live.update(status_table(status, time.monotonic() - started))
+
+        final = client.wait(name, timeout, on_change, poll=poll, poll_max=max(poll, 5.0))
+    console.print(Group(Text(f"ended after {time.monotonic() - started:.1f} s")))
+    _show_end(console, final)
+    return final
+
+
+@main.command()
+@click.option("--status", "status_filter", type=click.Choice(list(STATUS_STYLE)))
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N jobs.")
+@command
+@click.pass_context
+def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_json: bool) -> None:
+    """The caller's jobs, newest first."""
+    found = []
+    for job in _client(ctx).jobs(status=status_filter, page_size=min(limit or 100, 100)):
+        found.append(job)
+        if limit is not None and len(found) >= limit:
+            break
+    if as_json:
+        _emit_json([job.model_dump(mode="json", exclude_none=True) for job in found])
+        return
+    table = Table()
+    # A job's name is what the other commands take: never cut short.
+    table.add_column("job", no_wrap=True, min_width=len("sage-maker-train-YYYYMMDD-HHMMSS-xxxxxx"))
+    for column in ("status", "created", "ended"):
+        table.add_column(column)
+    for job in found:
+        table.add_row(
+            job.TrainingJobName,
+            _status_text(job.TrainingJobStatus),
+            job.CreationTime,
+            job.TrainingEndTime or "",
+        )
+    _console().print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--watch", is_flag=True, help="Follow the job to its end.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Polling interval.")
+@command
+@click.pass_context
+def status(ctx: click.Context, name: str, watch: bool, poll: float, as_json: bool) -> None:
+    """One job's state (with --watch, followed to its end)."""
+    client = _client(ctx)
+    if watch:
+        final = _follow(client, name, None, poll, as_json)
+        sys.exit(0 if final.status == "Completed" else 1)
+    current = client.status(name)
+    if as_json:
+        _emit_json(current)
+    else:
+        _show_end(_console(), current)
+
+
+@main.command()
+@click.argument("name")
+@command
+@click.pass_context
+def stop(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Stop a job that is staging or training."""
+    answer = _client(ctx).stop(name)
+    if as_json:
+        _emit_json(answer)
+    else:
+        _console().print(f"stopping [bold]{answer.job_name}[/bold]")
+
+
+@main.command("model-url")
+@click.argument("name")
+@command
+@click.pass_context
+def model_url(ctx: click.Context, name: str, as_json: bool) -> None:
+    """A freshly presigned link to the job's model.tar.gz."""
+    answer = _client(ctx).model_url(name)
+    if as_json:
+        _emit_json(answer)
+    else:
+        click.echo(answer.model)
+        click.echo(f"expires at {answer.expires_at} UTC", err=True)
+
+
+@main.command()
+@click.argument("name")
+@command
+@click.pass_context
+def redeliver(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Send a finished job's callback again."""
+    answer = _client(ctx).redeliver(name)
+    if as_json:
+        _emit_json(answer)
+    else:
+        _console().print(f"callback of [bold]{answer.job_name}[/bold] queued for delivery")
+
+
+@main.command()
+@click.argument("name")
+@command
+@click.pass_context
+def report(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The per-class table of a finished job's evaluation report."""
+    current = _client(ctx).status(name)
+    if as_json:
+        report = current.report
+        _emit_json(report.model_dump(mode="json", by_alias=True) if report else None)
+    elif current.report is not None:
+        _console().print(report_table(current.report, title=f"Per-class report of {name}"))
+    else:
+        why = "it has not ended" if not current.ended else "it has no evaluation report"
+        click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8901, show_default=True, type=int)
+@click.option("--secret", help="The job's signing_secret (whsec_...): verify each callback.")
+@click.option("--count", type=int, default=None, help="Exit after N callbacks.")
+@command
+def listen(host: str, port: int, secret: str | None, count: int | None, as_json: bool) -> None:
+    """A callback receiver: prints each callback and its report (verified with --secret)."""
+    console = _console()
+    received: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            return
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            verdict, code, callback = _check_callback(dict(self.headers.items()), body, secret)
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            _print_callback(console, verdict, callback, body, as_json)
+            received.append(code)
+
+    server = HTTPServer((host, port), Handler)
+    server.timeout = 0.5  # so that Ctrl-C and --count are noticed
+    if not as_json:
+        console.print(
+            f"listening on http://{host}:{server.server_address[1]}/"
+            + (" (verifying signatures)" if secret else "")
+        )
+    try:
+        while count is None or len(received) < count:
+            server.handle_request()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _check_callback(
+    headers: dict[str, str], body: bytes, secret: str | None
+) -> tuple[str, int, Callback | None]:
+    if secret:
+        try:
+            return "verified", 204, verify_callback(headers, body, secret)
+        except WebhookVerificationError as exc:
+            return f"REJECTED ({exc})", 401, None
+    try:
+        return "unverified", 204, Callback.model_validate_json(body)
+    except ValueError:
+        return "unreadable body", 400, None
+
+
+def _print_callback(
+    console: Console, verdict: str, callback: Callback | None, body: bytes, as_json: bool
+) -> None:
+    if as_json:
+        data = callback.model_dump(mode="json", by_alias=True) if callback else None
+        click.echo(json.dumps({"verdict": verdict, "callback": data}))
+        return
+    if callback is None:
+        console.print(f"[red]callback {verdict}[/red] ({len(body)} bytes)")
+        return
+    console.print(
+        f"callback for [bold]{callback.job_name}[/bold]: ",
+        _status_text(callback.status),
+        f" ({verdict})",
+        sep="",
+    )
+    if callback.failure_reason:
+        console.print(f"  failure reason: {callback.failure_reason}")
+    if callback.log is not None:
+        console.print(report_table(callback.log))
