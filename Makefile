@@ -7,12 +7,16 @@ STAMP := $(VENV)/.installed
 # checkov and pip-audit live in their own environment: their dependencies clash with the pins.
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+# The SAM CLI, aws-sam-translator and cfn-lint live in their own environment too: the SAM CLI
+# pins boto3 exactly and the translator pins pydantic, and checkov pins older versions of both.
+SAM := .venv-sam
+SAM_STAMP := $(SAM)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools
+.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools sam
 
-venv: $(STAMP)
+venv: $(STAMP) $(SAM_STAMP)
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed (pyenv install 3.13.0)")'
@@ -30,7 +34,15 @@ $(TOOLS_STAMP): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	@touch $@
 
-test: $(STAMP)
+sam: $(SAM_STAMP)
+
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM)
+	$(SAM)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM)/bin/python -m pip install --quiet -r requirements-sam.txt
+	@touch $@
+
+test: $(STAMP) $(SAM_STAMP)
 	@# One worker per core: the suite's servers all listen on free ports.
 	$(BIN)/python -m pytest -n auto
 
@@ -48,12 +60,12 @@ lint: $(STAMP)
 	@# Every function's entry point is named app.py: check them one at a time.
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-validate: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/cfn-lint template.yaml
-	$(BIN)/sam validate --region us-east-1
+validate: $(STAMP) $(SAM_STAMP) $(TOOLS_STAMP)
+	$(SAM)/bin/cfn-lint template.yaml
+	$(SAM)/bin/sam validate --region us-east-1
 	@# checkov reads the template as CloudFormation receives it, after the SAM transform;
 	@# offline (no policy download, no guideline mapping). Suppressions carry their reasons.
-	$(BIN)/python -m tests.template.cfn .aws-sam/checkov/template.json
+	$(SAM)/bin/python -m tests.template.cfn .aws-sam/checkov/template.json
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov --file .aws-sam/checkov/template.json \
 		--framework cloudformation --skip-download --compact --quiet
 
@@ -62,8 +74,8 @@ validate: $(STAMP) $(TOOLS_STAMP)
 audit: $(TOOLS_STAMP)
 	$(TOOLS)/bin/python tools/audit.py layers/common/requirements.txt requirements-dev.txt
 
-build: $(STAMP)
-	$(BIN)/sam build
+build: $(STAMP) $(SAM_STAMP)
+	$(SAM)/bin/sam build
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_throughput.py
@@ -91,4 +103,4 @@ mutate: $(MUTATE_VENV)/.installed
 	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
+	rm -rf $(VENV) $(TOOLS) $(SAM) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
