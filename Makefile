@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 # checkov and pip-audit live in their own environment: their dependencies clash with the pins.
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+# The SAM CLI, aws-sam-translator and cfn-lint live in their own environment too: the SAM CLI
+# pins boto3 exactly and the translator pins pydantic, and checkov pins older versions of both.
+SAM := .venv-sam
+SAM_STAMP := $(SAM)/.installed
 # sam build looks for python3.13 on PATH; the venv provides it.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The project's tools reach no network of their own: no SAM CLI telemetry, and no EC2
@@ -16,9 +20,9 @@ export AWS_EC2_METADATA_DISABLED := true
 # Options for `make run` / `make demo`, e.g. make run ARGS="--port 3001 --fresh".
 ARGS ?=
 
-.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools deploy
+.PHONY: venv test run demo lint typecheck validate build bench mutate clean audit tools deploy sam
 
-venv: $(STAMP)
+venv: $(STAMP) $(SAM_STAMP)
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is needed: any 3.13.x will do (e.g. pyenv install 3.13), or name one with make PYTHON=/path/to/python3.13")'
@@ -44,7 +48,15 @@ $(TOOLS_STAMP): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	@touch $@
 
-test: $(STAMP)
+sam: $(SAM_STAMP)
+
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM)
+	$(SAM)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM)/bin/python -m pip install --quiet -r requirements-sam.txt
+	@touch $@
+
+test: $(STAMP) $(SAM_STAMP)
 	@# One worker per core: the suite's servers all listen on free ports.
 	$(BIN)/python -m pytest -n auto
 
@@ -62,12 +74,12 @@ lint: $(STAMP)
 	@# Every function's entry point is named app.py: check them one at a time.
 	@for f in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
 
-validate: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/cfn-lint template.yaml
-	$(BIN)/sam validate --region us-east-1
+validate: $(STAMP) $(SAM_STAMP) $(TOOLS_STAMP)
+	$(SAM)/bin/cfn-lint template.yaml
+	$(SAM)/bin/sam validate --region us-east-1
 	@# checkov reads the template as CloudFormation receives it, after the SAM transform;
 	@# offline (no policy download, no guideline mapping). Suppressions carry their reasons.
-	$(BIN)/python -m tests.template.cfn .aws-sam/checkov/template.json
+	$(SAM)/bin/python -m tests.template.cfn .aws-sam/checkov/template.json
 	BC_SKIP_MAPPING=TRUE $(TOOLS)/bin/checkov --file .aws-sam/checkov/template.json \
 		--framework cloudformation --skip-download --compact --quiet
 
@@ -76,8 +88,8 @@ validate: $(STAMP) $(TOOLS_STAMP)
 audit: $(TOOLS_STAMP)
 	$(TOOLS)/bin/python tools/audit.py layers/common/requirements.txt requirements-dev.txt
 
-build: $(STAMP)
-	$(BIN)/sam build
+build: $(STAMP) $(SAM_STAMP)
+	$(SAM)/bin/sam build
 
 # Every benchmark; each prints its figures and, per measure, the goal and PASS or FAIL.
 bench: $(STAMP)
@@ -90,19 +102,19 @@ bench: $(STAMP)
 # Build and deploy one environment of samconfig.toml (dev or prod): `make deploy ENV=prod`.
 # Needs AWS credentials for the target account; prod shows the change set and asks first.
 ENV ?= dev
-deploy: $(STAMP)
+deploy: $(STAMP) $(SAM_STAMP)
 	@case "$(ENV)" in dev|prod) ;; *) echo "ENV must be dev or prod, not '$(ENV)'"; exit 2;; esac
-	$(BIN)/sam build --config-env $(ENV)
-	$(BIN)/sam deploy --config-env $(ENV)
+	$(SAM)/bin/sam build --config-env $(ENV)
+	$(SAM)/bin/sam deploy --config-env $(ENV)
 
-# Mutation testing of the shared layer (not in CI). mutmut needs a newer click than the SAM CLI
-# allows, so it has its own environment: the development pins less the SAM CLI, plus mutmut.
+# Mutation testing of the shared layer (not in CI), in its own environment: the development
+# pins plus mutmut (which needs a newer click than the development pins carry).
 # `make mutate MODULE=callbacks` mutates one module; results are kept in .mutation/ between runs.
 MUTATE_VENV := .venv-mutmut
 $(MUTATE_VENV)/.installed: requirements-dev.txt requirements-mutate.txt layers/common/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(MUTATE_VENV)
 	$(MUTATE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	grep -vE '^(aws-sam-cli|aws_lambda_builders|click)==' requirements-dev.txt > $(MUTATE_VENV)/requirements-dev.txt
+	grep -vE '^click==' requirements-dev.txt > $(MUTATE_VENV)/requirements-dev.txt
 	$(MUTATE_VENV)/bin/python -m pip install --quiet -r $(MUTATE_VENV)/requirements-dev.txt \
 		-r layers/common/requirements.txt -r requirements-mutate.txt
 	$(MUTATE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
@@ -118,4 +130,4 @@ mutate: $(MUTATE_VENV)/.installed
 	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
+	rm -rf $(VENV) $(TOOLS) $(SAM) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation

@@ -1,26 +1,28 @@
 """template.yaml as CloudFormation will see it: parsed, and expanded by the SAM transform.
 
-The transform runs in-process with aws-sam-translator, offline: code locations are replaced by
-S3 placeholders (as `sam validate` does) and the managed-policy lookup, which would call IAM,
-is refused. Policy helpers turn intrinsic functions into readable strings, so a test can say
-"dynamodb:GetItem on ${JobsTable.Arn}" and compare sets.
+The SAM toolchain (aws-sam-translator, the SAM CLI, cfn-lint) has its own environment,
+.venv-sam (`make sam`), so that its pins do not hold the project's back. Parsing and the
+transform run there, in a subprocess of this module (`python -m tests.template.cfn parse|transform`,
+JSON in and out), offline: code locations are replaced by S3 placeholders (as `sam validate`
+does), the managed-policy lookup, which would call IAM, is refused, and every AWS endpoint and
+proxy points at a closed local port. Policy helpers turn intrinsic functions into readable
+strings, so a test can say "dynamodb:GetItem on ${JobsTable.Arn}" and compare sets.
 """
 
 import copy
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
-from samtranslator.yaml_helper import yaml_parse
-
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 VENV_BIN = ROOT / ".venv" / "bin"
+# The SAM toolchain's environment: sam, cfn-lint and the python that has aws-sam-translator.
+SAM_BIN = ROOT / ".venv-sam" / "bin"
 REGION = "us-east-1"
 
 # Function logical id -> folder under functions/.
@@ -51,8 +53,42 @@ API_ROUTES = {
 EXTRA_API_ROUTES = {"/": "StatusFn"}
 
 
+def _in_sam_env() -> bool:
+    """True when this interpreter is the SAM toolchain's (it has aws-sam-translator)."""
+    return Path(sys.prefix).resolve() == SAM_BIN.parent.resolve()
+
+
+def _run_in_sam_env(command: str, payload: Any) -> Any:
+    """Run `python -m tests.template.cfn COMMAND` in .venv-sam: JSON on stdin, JSON on stdout."""
+    python = SAM_BIN / "python"
+    if not python.exists():
+        raise AssertionError(f"{python} is missing: `make sam` builds the SAM toolchain")
+    result = subprocess.run(
+        [str(python), "-m", "tests.template.cfn", command],
+        cwd=ROOT,
+        env=offline_env(ROOT / ".aws-sam" / "sam-cli-settings"),
+        input=json.dumps(payload, default=str),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"SAM {command} failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def yaml_parse(text: str) -> dict[str, Any]:
+    """A SAM or CloudFormation YAML document, short-form intrinsics expanded ({"Ref": ...})."""
+    if _in_sam_env():
+        from samtranslator.yaml_helper import yaml_parse as sam_yaml_parse
+
+        return dict(sam_yaml_parse(text))
+    return dict(_run_in_sam_env("parse", text))
+
+
 def load_sam_template() -> dict[str, Any]:
-    return dict(yaml_parse(TEMPLATE.read_text()))
+    return yaml_parse(TEMPLATE.read_text())
 
 
 def _refuse_managed_policy_lookup() -> dict[str, str]:
@@ -66,6 +102,17 @@ def transform(
     sam_template: Mapping[str, Any], parameter_values: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run the SAM transform offline and return the CloudFormation template."""
+    if not _in_sam_env():
+        return dict(
+            _run_in_sam_env(
+                "transform",
+                {"template": sam_template, "parameters": dict(parameter_values or {})},
+            )
+        )
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
     template = copy.deepcopy(dict(sam_template))
     for resource in template.get("Resources", {}).values():
         properties = resource.get("Properties", {})
@@ -244,9 +291,15 @@ def for_checkov(sam_template: Mapping[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # python -m tests.template.cfn OUT.json: what `make validate` hands to checkov.
-    import sys
-
-    out = Path(sys.argv[1])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(for_checkov(load_sam_template()), indent=1, default=str))
+    # Run with .venv-sam's python. `parse` (the YAML text as a JSON string on stdin) and
+    # `transform` ({"template", "parameters"} on stdin) print JSON for the tests; OUT.json is
+    # what `make validate` hands to checkov.
+    if sys.argv[1] == "parse":
+        print(json.dumps(yaml_parse(json.load(sys.stdin)), default=str))
+    elif sys.argv[1] == "transform":
+        request = json.load(sys.stdin)
+        print(json.dumps(transform(request["template"], request["parameters"]), default=str))
+    else:
+        out = Path(sys.argv[1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(for_checkov(load_sam_template()), indent=1, default=str))

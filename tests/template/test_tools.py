@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from samtranslator.yaml_helper import yaml_parse
 
-from tests.template.cfn import FUNCTIONS, ROOT, TEMPLATE, VENV_BIN, build_env, offline_env
+from tests.template.cfn import (
+    FUNCTIONS,
+    ROOT,
+    SAM_BIN,
+    TEMPLATE,
+    build_env,
+    offline_env,
+    yaml_parse,
+)
 
 pytestmark = pytest.mark.template
 
@@ -22,7 +29,7 @@ def run(args: list[str], env: dict[str, str], timeout: int) -> subprocess.Comple
 
 def test_cfn_lint_reports_no_errors_or_warnings(sam_app_dir: Path) -> None:
     # Given the template, when cfn-lint checks it offline
-    result = run([str(VENV_BIN / "cfn-lint"), str(TEMPLATE)], offline_env(sam_app_dir), 300)
+    result = run([str(SAM_BIN / "cfn-lint"), str(TEMPLATE)], offline_env(sam_app_dir), 300)
 
     # Then it exits 0 and prints nothing: no error and no warning
     assert result.returncode == 0, result.stdout + result.stderr
@@ -33,7 +40,7 @@ def test_sam_validate_accepts_the_template_offline(sam_app_dir: Path) -> None:
     # Given no route to AWS or the internet, when SAM validates the template
     result = run(
         [
-            str(VENV_BIN / "sam"),
+            str(SAM_BIN / "sam"),
             "validate",
             "--template-file",
             str(TEMPLATE),
@@ -57,7 +64,7 @@ def test_sam_build_makes_an_arm64_layer_and_every_function(
     started = time.monotonic()
     result = run(
         [
-            str(VENV_BIN / "sam"),
+            str(SAM_BIN / "sam"),
             "build",
             "--template-file",
             str(TEMPLATE),
