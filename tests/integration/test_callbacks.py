@@ -527,3 +527,20 @@ def test_a_dead_letter_moved_back_gets_one_more_attempt(
     assert result == {"batchItemFailures": []}
     assert len(callbacks.for_job(job)) == 3
     assert status_of(fns, job)["callback"]["state"] == "delivered"
+
+
+def test_a_repeated_retry_message_for_a_delivered_callback_sends_nothing(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a job whose callback was delivered on the first attempt
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    assert len(callbacks.received) == 1
+    # When SQS hands the retry function a message for it anyway (at-least-once delivery)
+    event = sqs_event("retry_callback.json", {"job_name": job, "generation": 0}, 2)
+    result = fns["retry_callback"].lambda_handler(event, Context())
+    # Then nothing is sent again, and the record still says one delivered attempt
+    assert result == {"batchItemFailures": []}
+    assert len(callbacks.received) == 1
+    item = job_item(aws, factory_env, job)
+    assert (item["callback_state"], int(item["callback_attempts"])) == ("delivered", 1)
