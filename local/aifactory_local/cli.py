@@ -284,7 +284,8 @@ callback receiver; these two commands, each in its own terminal, serve them with
     return f"""AI Factory (local) is running.
 
   API             {api}   (POST /create_training_job, /check_trained_job,
-                  /stop_training_job, /check_training_status; send x-api-key)
+                  /stop_training_job, /check_training_status, /redeliver_callback,
+                  /get_model_url; send x-api-key; the contract at GET /openapi.json, /docs)
   API keys
 {keys}
   AWS endpoint    {aws}   (S3, DynamoDB, SQS, KMS; any credentials)
