@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samtranslator.yaml_helper import yaml_parse
+from aifactory_local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -66,7 +66,7 @@ def _value(value: Any, parameters: dict[str, Any]) -> str:
 
 def handler_environments() -> dict[str, dict[str, str]]:
     """functions/<name> -> the environment the template gives it."""
-    template = yaml_parse(TEMPLATE.read_text())
+    template = load_template(TEMPLATE)
     parameters = template.get("Parameters", {})
     shared = template["Globals"]["Function"].get("Environment", {}).get("Variables", {})
     by_folder: dict[str, dict[str, Any]] = {}
