@@ -132,3 +132,15 @@ def payload(
 
 def job_dir(factory: LocalFactory, job_name: str) -> Path:
     return factory.state_dir / "jobs" / job_name
+
+
+def ended_training_job(sagemaker: Any, job_name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """DescribeTrainingJob once the local runtime has ended the job (Completed, Failed or
+    Stopped); fails the test if it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (job := sagemaker.describe_training_job(TrainingJobName=job_name))[
+        "TrainingJobStatus"
+    ] not in ("Completed", "Failed", "Stopped"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return dict(job)

@@ -18,7 +18,7 @@ from aifactory_local.callback_receiver import verify as verify_signature
 from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID
 from aifactory_local.sample_data import tagging_records
-from tests.local.conftest import CALLBACK_SECRET, Client, job_dir
+from tests.local.conftest import CALLBACK_SECRET, Client, ended_training_job, job_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -351,12 +351,8 @@ def test_a_job_past_its_max_runtime_is_stopped_as_sagemaker_does(factory: LocalF
     )
 
     # When it runs, Then it is stopped once its time is up
-    deadline = time.monotonic() + 30
-    while (job := sagemaker.describe_training_job(TrainingJobName="direct-max-runtime"))[
-        "TrainingJobStatus"
-    ] != "Stopped":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    job = ended_training_job(sagemaker, "direct-max-runtime")
+    assert job["TrainingJobStatus"] == "Stopped", job
     assert job["SecondaryStatus"] == "MaxRuntimeExceeded"
     assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
         "Starting",

@@ -16,7 +16,14 @@ from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID
 from aifactory_local.sample_data import tagging_records
 from aifactory_local.training import SpotSimulation
-from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client, job_dir
+from tests.local.conftest import (
+    ALICE_KEY,
+    BOB_KEY,
+    FAKE_TRAINER,
+    Client,
+    ended_training_job,
+    job_dir,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -170,12 +177,8 @@ def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: Loca
     )
 
     # When it runs, Then it is stopped once its wait is up, with SageMaker's status and message
-    deadline = time.monotonic() + 30
-    while (job := sagemaker.describe_training_job(TrainingJobName="direct-max-wait"))[
-        "TrainingJobStatus"
-    ] != "Stopped":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    job = ended_training_job(sagemaker, "direct-max-wait")
+    assert job["TrainingJobStatus"] == "Stopped", job
     assert job["SecondaryStatus"] == "MaxWaitTimeExceeded"
     assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
         "Starting",
@@ -226,12 +229,7 @@ def test_a_fastfile_job_reads_the_same_files_locally(factory: LocalFactory) -> N
     )
 
     # When it runs, Then it completes on the same files, told its input mode
-    deadline = time.monotonic() + 60
-    while (job := sagemaker.describe_training_job(TrainingJobName="direct-fastfile"))[
-        "TrainingJobStatus"
-    ] not in ("Completed", "Failed", "Stopped"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    job = ended_training_job(sagemaker, "direct-fastfile", timeout=60)
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     config = job_dir(factory, "direct-fastfile") / "opt/ml/input/config/inputdataconfig.json"
     assert json.loads(config.read_text())["train"]["TrainingInputMode"] == "FastFile"
