@@ -1,14 +1,18 @@
 """POST /check_trained_job: the caller's jobs, newest first; more via X-Next-Token."""
 
-import json
+from __future__ import annotations
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+import json
+from typing import TYPE_CHECKING
 
 from aifactory import jobs, models
 from aifactory.api import Response, content_types, make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()

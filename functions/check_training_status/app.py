@@ -1,14 +1,17 @@
 """POST /check_training_status (and POST /, the seed's status URL): one job's state."""
 
-from typing import Any
+from __future__ import annotations
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from aifactory import jobs, models
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()

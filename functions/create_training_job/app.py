@@ -4,13 +4,18 @@ With an Idempotency-Key header, a retried request gets the first answer instead 
 job (for 24 hours, per owner and key).
 """
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from aifactory import idempotency, jobs, models
 from aifactory.api import make_resolver, parse_body, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()

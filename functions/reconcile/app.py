@@ -1,13 +1,16 @@
 """Scheduled: repair lost training events, abandoned callback claims and stuck staging."""
 
-from typing import Any
+from __future__ import annotations
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.reconciler import sweep
 from aifactory.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()

@@ -1,12 +1,17 @@
 """POST /redeliver_callback: send a finished job's callback again (same webhook-id)."""
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from aifactory import jobs, models
 from aifactory.api import Response, content_types, make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()

@@ -34,6 +34,9 @@ DEFERRED = (
     "requests",  # outbound HTTP: loaded with the first request sent
     "aws_lambda_powertools.event_handler.appsync",  # resolvers no handler uses
     "aws_lambda_powertools.event_handler.bedrock_agent",
+    "aws_lambda_powertools.utilities.data_classes.kafka_event",  # event classes no handler uses
+    "aws_lambda_powertools.utilities.idempotency",  # only a create with an Idempotency-Key
+    "asyncio",  # Powertools' async batch processor, which no handler uses
 )
 _PROBE = """
 import importlib.util, json, sys
@@ -57,3 +60,35 @@ def test_cold_start_defers_what_only_some_invocations_need(function):
     )
     # Then none of the deferred modules is loaded yet
     assert json.loads(probe.stdout) == []
+
+
+_AFTER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSRecord, KafkaEvent
+from aifactory import api, sqs_batch
+assert api.APIGatewayRestResolver is APIGatewayRestResolver and api.Response is Response
+assert sqs_batch.SQSRecord is SQSRecord
+import aws_lambda_powertools.utilities.data_classes as data_classes
+assert sys.modules[data_classes.__name__] is data_classes and hasattr(data_classes, "S3Event")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("function", ["check_training_status", "notify", "stage_dataset"])
+def test_powertools_packages_import_whole_after_a_cold_start(function):
+    # Given a function imported as Lambda's init does, which loads single Powertools modules
+    env = {**os.environ, **ENV, "AWS_DEFAULT_REGION": "us-east-1"}
+    # When its packages are then imported in full
+    probe = subprocess.run(
+        [sys.executable, "-c", _AFTER, str(FUNCTIONS / function / "app.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then they import, with the very classes the function already uses
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "ok"

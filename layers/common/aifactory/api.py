@@ -2,13 +2,9 @@
 
 import base64
 import binascii
-import importlib
-import importlib.util
 import json
 import math
-import sys
 from functools import partial
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -16,40 +12,34 @@ from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from aifactory import tenants
 from aifactory.errors import BadRequest, FactoryError, Forbidden
+from aifactory.imports import DATA_CLASSES, EVENT_HANDLER, import_alone
 from aifactory.log import for_job, logger
 from aifactory.runtime import Runtime, get_runtime
-
-
-def _submodule_alone(package: str, name: str) -> ModuleType:
-    """`package.name`, imported without running `package/__init__.py`.
-
-    Cold start: Powertools' `event_handler/__init__.py` imports every resolver it has (AppSync,
-    Bedrock, VPC Lattice, asyncio with them) when a handler needs the REST one only. The
-    package stands in unexecuted while its submodule loads; then it is taken out again, so a
-    later `import aws_lambda_powertools.event_handler` runs the real `__init__`, which finds
-    the submodule already loaded (same classes).
-    """
-    if package in sys.modules:
-        return importlib.import_module(f"{package}.{name}")
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        raise ModuleNotFoundError(package)
-    sys.modules[package] = importlib.util.module_from_spec(spec)
-    try:
-        return importlib.import_module(f"{package}.{name}")
-    finally:
-        del sys.modules[package]
-
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import content_types
     from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver, Response
     from pydantic import BaseModel
 else:
-    _rest = _submodule_alone("aws_lambda_powertools.event_handler", "api_gateway")
+    # Cold start: the REST resolver alone, with the few event classes it names.
+    _rest = import_alone(
+        f"{EVENT_HANDLER}.api_gateway",
+        {
+            EVENT_HANDLER: {},
+            DATA_CLASSES: {
+                "ALBEvent": "alb_event",
+                "APIGatewayProxyEvent": "api_gateway_proxy_event",
+                "APIGatewayProxyEventV2": "api_gateway_proxy_event",
+                "BedrockAgentEvent": "bedrock_agent_event",
+                "LambdaFunctionUrlEvent": "lambda_function_url_event",
+                "VPCLatticeEvent": "vpc_lattice",
+                "VPCLatticeEventV2": "vpc_lattice",
+            },
+        },
+    )
     APIGatewayRestResolver = _rest.APIGatewayRestResolver
     Response = _rest.Response
-    content_types = _submodule_alone("aws_lambda_powertools.event_handler", "content_types")
+    content_types = import_alone(f"{EVENT_HANDLER}.content_types", {EVENT_HANDLER: {}})
 
 MAX_BODY_BYTES = 256 * 1024
 
