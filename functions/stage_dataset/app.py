@@ -1,26 +1,21 @@
 """StageQueue consumer: stage one job's dataset into S3, then start its training job."""
 
-import json
+from __future__ import annotations
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+import json
+from typing import TYPE_CHECKING
 
 from aifactory.log import logger
 from aifactory.metrics import metrics
 from aifactory.runtime import get_runtime
+from aifactory.sqs_batch import PartialItemFailureResponse, SQSRecord, process_partial_response
 from aifactory.staging import STAGE_MAX_RECEIVES, stage_job
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Cold start: a missing or invalid setting fails here, with a message naming it.
 get_runtime()
-
-# One record per batch: report its failure as an item, never as a crashed invocation.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
@@ -41,6 +36,5 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    # A failed record is reported as an item, never as a crashed invocation.
+    return process_partial_response(event, lambda record: record_handler(record, context))

@@ -1,6 +1,7 @@
 """Staging failures, stops, repeated events and callback delivery, as the client sees them:
 the job's status and the callback it receives."""
 
+import copy
 import json
 
 import pytest
@@ -476,3 +477,29 @@ def test_event_times_written_as_strings_and_ties_with_the_terminal_change(
     notify(fns, "notify_completed.json", job, LastModifiedTime="1795765200000")
     # Then it still ends the job
     assert status_of(fns, job)["status"] == "Completed"
+
+
+def test_a_bad_record_fails_alone_and_is_logged(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, factory_logs
+):
+    # Given a batch of two retry messages: one for a callback the receiver now takes, and one
+    # whose body is not JSON
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503]
+    notify(fns, "notify_completed.json", job)
+    event = receive_retry(aws, factory_env)
+    bad = copy.deepcopy(event["Records"][0]) | {"messageId": "bad-record", "body": "{not json"}
+    event["Records"].insert(0, bad)
+
+    # When the retry function handles the batch
+    result = fns["retry_callback"].lambda_handler(event, Context())
+
+    # Then only the bad record is reported, and the good one was delivered
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad-record"}]}
+    assert [c.json["job_name"] for c in callbacks.received] == [job, job]
+    assert job_item(aws, factory_env, job)["callback_state"] == "delivered"
+    # And the failure is logged as an error naming the message, with its exception
+    (failed,) = [r for r in factory_logs.records if r.get("message_id") == "bad-record"]
+    assert failed["level"] == "ERROR"
+    assert "JSONDecodeError" in failed["exception"]
