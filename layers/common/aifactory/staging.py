@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, callbacks, cost, metrics, report, timefmt
+from aifactory import aws, cost, metrics, report, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -679,6 +679,9 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
 
 def _end(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
     """End a job before SageMaker ever saw it, and send its one callback."""
+    # Imported here: a job rarely ends in staging, and a cold start need not load callbacks.
+    from aifactory import callbacks
+
     if rt.store.finish(job_name, status, reason=reason, end_time=timefmt.to_iso(timefmt.now())):
         logger.info("job ended during staging", extra={"job_name": job_name, "status": status})
         metrics.job_ended(status)
