@@ -529,6 +529,32 @@ def test_a_dead_letter_moved_back_gets_one_more_attempt(
     assert status_of(fns, job)["callback"]["state"] == "delivered"
 
 
+def test_a_dead_lettered_replay_moved_back_is_delivered(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
+):
+    # Given a delivered callback that the client replayed, and whose replay then failed for its
+    # whole retry window and ended in the dead-letter queue
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    callbacks.fail_with = [500, 500]
+    assert call(fns, "redeliver_callback", {"job_name": job})[0] == 202
+    retry = fns["retry_callback"].lambda_handler
+    assert retry(next_retry(aws, factory_env), Context())["batchItemFailures"]
+    clock.advance(72 * HOUR)
+    assert retry(next_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
+    [dead] = aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_DLQ_URL"])["Messages"]
+    assert status_of(fns, job)["callback"]["state"] == "failed"
+    # When the operator moves it back once the receiver works again
+    aws.sqs.send_message(QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"], MessageBody=dead["Body"])
+    result = retry(next_retry(aws, factory_env), Context())
+    # Then the replay is delivered (it is not mistaken for the delivery the replay superseded)
+    assert result == {"batchItemFailures": []}
+    assert len(callbacks.for_job(job)) == 4
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
+
+
 def test_a_repeated_retry_message_for_a_delivered_callback_sends_nothing(
     fns, aws, factory_env, callbacks, httpserver
 ):
