@@ -5,6 +5,7 @@ tenant lookup needs."""
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,8 @@ def test_make_deploy_builds_and_deploys_the_chosen_environment():
     # Then it builds and deploys prod's configuration
     assert "sam build --config-env prod" in dry
     assert "sam deploy --config-env prod" in dry
+    # compiling what was built into bytecode in between
+    assert dry.index("sam build") < dry.index("compileall") < dry.index("sam deploy")
     # and an unknown environment is refused before anything runs
     refused = subprocess.run(
         ["make", "-o", ".venv/.installed", "deploy", "ENV=staging"],
@@ -253,3 +256,40 @@ def test_make_deploy_builds_and_deploys_the_chosen_environment():
         text=True,
     )
     assert refused.returncode != 0 and "ENV must be dev or prod" in refused.stdout
+
+
+def test_make_bytecode_compiles_a_build_so_cold_starts_do_not(tmp_path):
+    # Given a build directory as sam build leaves it: sources and no bytecode
+    package = tmp_path / "CommonLayer" / "python" / "layered"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "answer.py").write_text("VALUE = 'built'\n")
+    # When `make bytecode` runs on it
+    done = subprocess.run(
+        ["make", "-o", ".venv/.installed", "bytecode", f"BUILD_DIR={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Then the module runs from its bytecode, never compared with the source: a read-only
+    # deployment package need not keep the sources' timestamps
+    (package / "answer.py").write_text("VALUE = 'changed after the build'\n")
+    probe = subprocess.run(
+        [sys.executable, "-c", "from layered import answer; print(answer.VALUE)"],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(package.parent), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip() == "built", probe.stderr
+
+
+def test_make_bytecode_refuses_a_missing_build(tmp_path):
+    done = subprocess.run(
+        ["make", "-o", ".venv/.installed", "bytecode", f"BUILD_DIR={tmp_path / 'none'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "run sam build first" in done.stdout
