@@ -34,6 +34,7 @@ def test_the_cap_never_exceeds_what_sqs_accepts_after_an_attempt() -> None:
 def test_full_jitter_draws_between_one_second_and_the_ceiling() -> None:
     draws = [callbacks.jitter(10) for _ in range(2000)]
     assert min(draws) == 1 and max(draws) == 10
+    assert callbacks.jitter(1) == 1
     assert callbacks.jitter(0) == 0
 
 
@@ -42,6 +43,23 @@ def test_the_default_schedule_lasts_at_least_72_hours() -> None:
     assert rows[0] == (1, 0, 0)
     assert rows[-1][2] >= 72 * 3600 > rows[-2][2]
     assert [attempt for attempt, _, _ in rows] == list(range(1, len(rows) + 1))
+
+
+def test_the_schedule_caps_the_first_wait_at_the_queue_delay_and_stops_past_the_window() -> None:
+    # Given a base above SQS's 900 s message delay, a cap, and a window the schedule reaches
+    # exactly
+    s = settings(
+        CALLBACK_RETRY_BASE_SECONDS="1000",
+        CALLBACK_RETRY_CAP_SECONDS="4000",
+        CALLBACK_RETRY_WINDOW_SECONDS="6900",
+    )
+    # Then the first retry waits at most the message delay, later ones the doubled base up
+    # to the cap, and the attempt made when the window ends is the last one
+    assert callbacks.schedule(s) == [(1, 0, 0), (2, 900, 900), (3, 2000, 2900), (4, 4000, 6900)]
+
+
+def test_no_backoff_means_a_schedule_of_one_attempt() -> None:
+    assert callbacks.schedule(settings(CALLBACK_RETRY_BASE_SECONDS="0")) == [(1, 0, 0)]
 
 
 def test_webhook_headers_are_signed_only_with_a_secret() -> None:
