@@ -108,7 +108,21 @@ def test_past_the_scan_bound_the_avg_row_comes_from_final_metrics_and_says_so(
     assert log["avg"] == SEED_AVG
     assert log["details"] == []
     assert log["source"] == "FinalMetricDataList"
-    assert "model.tar.gz" in log["note"]
+    assert log["note"] == "evaluation.json not reached within the scan bounds of model.tar.gz"
+
+
+def test_past_the_scan_time_bound_the_avg_row_comes_from_final_metrics(
+    fns, aws, factory_env, callbacks, job, settings_override, monkeypatch
+):
+    # Given a report at the end of a model.tar.gz, and a scan allowed next to no time
+    settings_override(REPORT_SCAN_MAX_SECONDS="0.000001")
+    _with_final_metrics(monkeypatch, FINAL_METRICS)
+    model = archive(("weights.bin", os.urandom(512 * 1024)), report_member())
+    # When the job completes
+    complete(fns, aws, factory_env, job, {"model.tar.gz": model})
+    # Then the scan stopped at its time bound, and the avg row is SageMaker's
+    log = callbacks.received[0].json["log"]
+    assert (log["avg"], log["source"]) == (SEED_AVG, "FinalMetricDataList")
 
 
 def test_past_the_scan_bound_without_final_metrics_the_log_is_null(
