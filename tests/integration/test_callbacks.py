@@ -570,3 +570,83 @@ def test_a_repeated_retry_message_for_a_delivered_callback_sends_nothing(
     assert len(callbacks.received) == 1
     item = job_item(aws, factory_env, job)
     assert (item["callback_state"], int(item["callback_attempts"])) == ("delivered", 1)
+
+
+# -- how a retry ends ------------------------------------------------------------------------
+def _seal_callback_headers(aws, factory_env, job, headers):
+    rt = runtime.get_runtime()
+    sealed = rt.secrets.seal(job, {"callback_headers": headers, "dataset_headers": {}})
+    aws.dynamodb.Table(factory_env["JOBS_TABLE"]).update_item(
+        Key={"job_name": job},
+        UpdateExpression="SET secrets = :s",
+        ExpressionAttributeValues={":s": sealed},
+    )
+
+
+def test_a_retry_http_cannot_carry_fails_at_once_and_says_so(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch, factory_logs
+):
+    # Given a callback whose first attempt met a 503, and whose headers then cannot be sent
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503]
+    notify(fns, "notify_completed.json", job)
+    _seal_callback_headers(aws, factory_env, job, {"X-Token": "caf\u00e9 \u20ac"})
+    clock.advance(60)
+    # When the retry comes
+    result = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then it is the last attempt: the message is done with, not retried or dead-lettered
+    assert result == {"batchItemFailures": []}
+    assert len(callbacks.received) == 1
+    assert dead_letters(aws, factory_env) == []
+    # and the job says failed, when, after how many attempts and why
+    callback = status_of(fns, job)["callback"]
+    assert (callback["state"], callback["attempts"]) == ("failed", 2)
+    assert callback["last_attempt_at"] == timefmt.to_seed(clock.now)
+    assert callback["last_error"].startswith("callback cannot be sent")
+    assert callback["next_attempt_at"] is None
+    # and the operators' log names the job and the reason
+    (record,) = [r for r in factory_logs.records if r["message"] == "callback undeliverable"]
+    assert record["level"] == "ERROR" and record["job_name"] == job
+    assert record["error"] == callback["last_error"]
+
+
+def test_a_retry_that_is_delivered_records_when_and_logs_it(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch, factory_logs
+):
+    # Given a callback whose first attempt met a 503
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503]
+    notify(fns, "notify_completed.json", job)
+    clock.advance(60)
+    # When the retry is delivered
+    fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then the job says when
+    callback = status_of(fns, job)["callback"]
+    assert (callback["state"], callback["attempts"]) == ("delivered", 2)
+    assert callback["last_attempt_at"] == timefmt.to_seed(clock.now)
+    # and the log line says which attempt it was, for which job and tenant
+    owner = job_item(aws, factory_env, job)["owner"]
+    (record,) = [r for r in factory_logs.records if r["message"] == "callback delivered"]
+    assert (record["job_name"], record["attempt"], record["tenant"]) == (job, 2, owner)
+
+
+def test_a_replay_shows_a_fresh_schedule_until_it_is_tried(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    # Given a callback that was delivered on its first attempt
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    clock.advance(60)
+    # When the client asks for it again
+    assert call(fns, "redeliver_callback", {"job_name": job})[0] == 202
+    # Then, until the retry function tries it, no attempt of the replay is counted and it is
+    # due now
+    callback = status_of(fns, job)["callback"]
+    assert (callback["state"], callback["attempts"]) == ("retrying", 0)
+    assert callback["next_attempt_at"] == timefmt.to_seed(clock.now)
+    assert callback["last_error"] is None
