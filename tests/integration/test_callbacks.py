@@ -650,3 +650,61 @@ def test_a_replay_shows_a_fresh_schedule_until_it_is_tried(
     assert (callback["state"], callback["attempts"]) == ("retrying", 0)
     assert callback["next_attempt_at"] == timefmt.to_seed(clock.now)
     assert callback["last_error"] is None
+
+
+# -- a replay racing an attempt ---------------------------------------------------------------
+def _replay_during_the_next_request(fns, job, monkeypatch):
+    """The client's redeliver arrives while the Factory's next callback request is in flight."""
+    http = runtime.get_runtime().http
+    send = http.request
+    replayed: list[int] = []
+
+    def request(*args, **kwargs):
+        if not replayed:
+            replayed.append(call(fns, "redeliver_callback", {"job_name": job})[0])
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(http, "request", request)
+    return replayed
+
+
+def test_a_replay_during_a_delivered_retry_is_still_sent(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
+):
+    # Given a callback waiting for its retry
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503]
+    notify(fns, "notify_completed.json", job)
+    retry = next_retry(aws, factory_env)
+    # When the client replays it while that retry is being delivered
+    replayed = _replay_during_the_next_request(fns, job, monkeypatch)
+    assert fns["retry_callback"].lambda_handler(retry, Context()) == {"batchItemFailures": []}
+    assert replayed == [202]
+    # Then the replay is still due, and its own attempt sends the callback once more
+    assert status_of(fns, job)["callback"]["state"] == "retrying"
+    fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    assert len(callbacks.for_job(job)) == 3
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
+
+
+def test_a_replay_during_the_last_failed_retry_is_not_given_up(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
+):
+    # Given a callback whose retry window is over, so its next failed retry is the last
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503, 503]
+    notify(fns, "notify_completed.json", job)
+    retry = next_retry(aws, factory_env)
+    clock.advance(72 * HOUR)
+    # When the client replays it while that last retry is failing
+    replayed = _replay_during_the_next_request(fns, job, monkeypatch)
+    assert fns["retry_callback"].lambda_handler(retry, Context()) == {"batchItemFailures": []}
+    assert replayed == [202]
+    # Then the replay is not marked failed with the delivery it superseded, and it is sent
+    assert status_of(fns, job)["callback"]["state"] == "retrying"
+    fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    assert len(callbacks.for_job(job)) == 3
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
