@@ -398,7 +398,7 @@ def test_undeliverable_callback_ends_in_the_dead_letter_queue(
 
 
 def test_a_message_that_keeps_coming_back_is_given_up_at_the_receive_bound(
-    fns, aws, factory_env, callbacks, httpserver, settings_override
+    fns, aws, factory_env, callbacks, httpserver, settings_override, factory_logs
 ):
     # Given a safety bound of 6 receives, far inside the retry window
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0", CALLBACK_MAX_ATTEMPTS="6")
@@ -409,9 +409,17 @@ def test_a_message_that_keeps_coming_back_is_given_up_at_the_receive_bound(
     for _ in range(6):
         result = fns["retry_callback"].lambda_handler(receive_retry(aws, factory_env), Context())
         assert result["batchItemFailures"]
-    # Then the record says failed (SQS's redrive policy moves the message on)
+    # Then the record says failed, and why
     item = job_item(aws, factory_env, job)
     assert (item["callback_state"], int(item["callback_attempts"])) == ("failed", 7)
+    assert item["callback_last_error"] == "callback answered HTTP 500"
+    # and the function sent nothing to the dead-letter queue itself (SQS's redrive policy
+    # moves the message there), so it is never dead-lettered twice
+    assert not aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_DLQ_URL"]).get("Messages")
+    # and each planned retry was logged once, by the delivery, never as a crashed record
+    retries = [r for r in factory_logs.records if r["message"] == "callback failed; will retry"]
+    assert [r.get("attempt", 1) for r in retries] == [1, 2, 3, 4, 5, 6]
+    assert not [r for r in factory_logs.records if r["message"] == "SQS record failed"]
 
 
 def test_a_job_being_stopped_stays_stopping_until_it_ends(

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from standardwebhooks import Webhook
 
 from aifactory import cost, metrics, report, timefmt
-from aifactory.errors import EgressError, UnsendableRequest
+from aifactory.errors import EgressError, RetryLater, UnsendableRequest
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
@@ -43,8 +43,8 @@ WEBHOOK_ID_PREFIX = "msg_"
 _WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
-class DeliveryFailed(Exception):
-    pass
+class DeliveryFailed(RetryLater):
+    """This attempt failed and is recorded; SQS brings the message back after the backoff."""
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,8 @@ class StagingFailed(Exception):
 
 class StagingStopped(Exception):
     """The client asked to stop the job while its dataset was being staged."""
+
+
+class RetryLater(Exception):
+    """A queue message to be delivered again later: raised once what happened is recorded and
+    logged, so the queue consumer reports the record as failed without logging it again."""
