@@ -708,3 +708,28 @@ def test_a_replay_during_the_last_failed_retry_is_not_given_up(
     fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
     assert len(callbacks.for_job(job)) == 3
     assert status_of(fns, job)["callback"]["state"] == "delivered"
+
+
+def test_a_failed_retry_shows_when_the_next_one_is_due(
+    fns, aws, factory_env, callbacks, httpserver, queues, monkeypatch
+):
+    # Given a callback whose first attempt met a 503, and a receiver that fails once more
+    clock = Clock(monkeypatch)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503, 502]
+    notify(fns, "notify_completed.json", job)
+    clock.advance(600)
+    # When the retry fails too
+    result = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then the message comes back after the backoff it asked SQS for, and the job says so
+    assert result["batchItemFailures"]
+    (delay,) = queues.delays
+    assert 1 <= delay <= callback_module.retry_ceiling(runtime.get_runtime().settings, 2)
+    callback = status_of(fns, job)["callback"]
+    assert callback == {
+        "state": "retrying",
+        "attempts": 2,
+        "last_attempt_at": timefmt.to_seed(clock.now),
+        "next_attempt_at": timefmt.to_seed(clock.now + timedelta(seconds=delay)),
+        "last_error": "callback answered HTTP 502",
+    }
