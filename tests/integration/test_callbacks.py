@@ -733,3 +733,29 @@ def test_a_failed_retry_shows_when_the_next_one_is_due(
         "next_attempt_at": timefmt.to_seed(clock.now + timedelta(seconds=delay)),
         "last_error": "callback answered HTTP 502",
     }
+
+
+def test_a_backoff_sqs_refuses_leaves_the_retry_to_the_queue_and_is_logged(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch, factory_logs
+):
+    # Given a failed callback, and SQS refusing to change the message's visibility
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503, 503]
+    notify(fns, "notify_completed.json", job)
+
+    def refuse(queue_url: str, receipt_handle: str, seconds: int) -> None:
+        raise RuntimeError("ChangeMessageVisibility refused")
+
+    monkeypatch.setattr(runtime.get_runtime().queues, "delay", refuse)
+    # When the retry fails
+    result = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then the message still comes back (the queue's own visibility timeout spaces it), the
+    # job still says retrying, and the log says what went wrong, for which job
+    assert result["batchItemFailures"]
+    assert status_of(fns, job)["callback"]["state"] == "retrying"
+    (record,) = [
+        r for r in factory_logs.records if r["message"] == "could not set the retry backoff"
+    ]
+    assert (record["level"], record["job_name"]) == ("ERROR", job)
+    assert "ChangeMessageVisibility refused" in record["exception"]
