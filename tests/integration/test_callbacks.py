@@ -711,7 +711,7 @@ def test_a_replay_during_the_last_failed_retry_is_not_given_up(
 
 
 def test_a_failed_retry_shows_when_the_next_one_is_due(
-    fns, aws, factory_env, callbacks, httpserver, queues, monkeypatch
+    fns, aws, factory_env, callbacks, httpserver, queues, monkeypatch, factory_logs
 ):
     # Given a callback whose first attempt met a 503, and a receiver that fails once more
     clock = Clock(monkeypatch)
@@ -733,6 +733,13 @@ def test_a_failed_retry_shows_when_the_next_one_is_due(
         "next_attempt_at": timefmt.to_seed(clock.now + timedelta(seconds=delay)),
         "last_error": "callback answered HTTP 502",
     }
+    # and the log line says which attempt failed and how long the next one waits
+    (record,) = [r for r in factory_logs.records if r.get("attempt") == 2]
+    assert (record["message"], record["job_name"], record["delay"]) == (
+        "callback failed; will retry",
+        job,
+        delay,
+    )
 
 
 def test_a_backoff_sqs_refuses_leaves_the_retry_to_the_queue_and_is_logged(

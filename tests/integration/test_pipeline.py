@@ -442,7 +442,7 @@ def test_a_job_being_stopped_stays_stopping_until_it_ends(
 
 
 def test_a_fault_while_building_the_callback_is_retried_not_lost(
-    fns, aws, factory_env, callbacks, httpserver
+    fns, aws, factory_env, callbacks, httpserver, factory_logs
 ):
     from botocore.stub import Stubber
 
@@ -459,6 +459,10 @@ def test_a_fault_while_building_the_callback_is_retried_not_lost(
     item = job_item(aws, factory_env, job)
     assert item["callback_state"] == "retrying"
     assert item["callback_last_error"].startswith("internal error while building the callback")
+    # and the log keeps the fault itself for the operators
+    (record,) = [r for r in factory_logs.records if r["message"] == "could not build the callback"]
+    assert (record["level"], record["job_name"]) == ("ERROR", job)
+    assert "ThrottlingException" in record["exception"]
 
 
 def test_event_times_written_as_strings_and_ties_with_the_terminal_change(

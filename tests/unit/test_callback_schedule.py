@@ -24,6 +24,8 @@ def test_the_ceiling_doubles_from_the_base_and_stops_at_the_cap() -> None:
     assert ceilings[:10] == [60 * 2**k for k in range(10)]
     assert ceilings[10:] == [s.callback_retry_cap_seconds] * 5
     assert callbacks.retry_ceiling(s, 10_000) == s.callback_retry_cap_seconds
+    one = settings(CALLBACK_RETRY_BASE_SECONDS="1")
+    assert [callbacks.retry_ceiling(one, k) for k in range(1, 5)] == [1, 2, 4, 8]
 
 
 def test_the_cap_never_exceeds_what_sqs_accepts_after_an_attempt() -> None:
