@@ -458,7 +458,7 @@ def test_a_fault_while_building_the_callback_is_retried_not_lost(
     assert callbacks.received == []
     item = job_item(aws, factory_env, job)
     assert item["callback_state"] == "retrying"
-    assert item["callback_last_error"].startswith("internal error while building the callback")
+    assert item["callback_last_error"] == "internal error while building the callback (ClientError)"
     # and the log keeps the fault itself for the operators
     (record,) = [r for r in factory_logs.records if r["message"] == "could not build the callback"]
     assert (record["level"], record["job_name"]) == ("ERROR", job)

@@ -137,3 +137,26 @@ def test_past_the_scan_bound_without_final_metrics_the_log_is_null(
     # Then the callback is still sent, with no log
     callback = callbacks.received[0].json
     assert callback["log"] is None and callback["model"]
+
+
+def test_a_report_the_store_cannot_keep_is_still_sent(
+    fns, aws, factory_env, callbacks, job, monkeypatch, factory_logs
+):
+    # Given a report in output.tar.gz, and the jobs table refusing to keep a copy of it
+    store = runtime.get_runtime().store
+
+    def refuse(job_name, report):
+        raise RuntimeError("table unavailable")
+
+    monkeypatch.setattr(store, "save_report", refuse)
+    # When the job completes
+    artifacts = {
+        "model.tar.gz": archive(("weights.bin", b"w")),
+        "output.tar.gz": archive(report_member()),
+    }
+    complete(fns, aws, factory_env, job, artifacts)
+    # Then the client still gets its report, and the log says the copy was not kept
+    assert callbacks.received[0].json["log"]["avg"] == SEED_AVG
+    (record,) = [r for r in factory_logs.records if r["message"] == "could not keep the report"]
+    assert (record["level"], record["job_name"]) == ("ERROR", job)
+    assert "table unavailable" in record["exception"]
