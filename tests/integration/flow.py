@@ -123,3 +123,20 @@ def complete(
         aws.s3.put_object(Bucket=bucket, Key=f"models/{job}/output/{name}", Body=members)
     model = f"s3://{bucket}/models/{job}/output/model.tar.gz"
     notify(fns, "notify_completed.json", job, ModelArtifacts={"S3ModelArtifacts": model})
+
+
+def next_retry(aws, factory_env):
+    """The retry message as SQS would hand it to RetryFn now (its wait has passed)."""
+    url = factory_env["CALLBACK_RETRY_QUEUE_URL"]
+    messages = aws.sqs.receive_message(
+        QueueUrl=url, AttributeNames=["All"], MaxNumberOfMessages=10
+    ).get("Messages", [])
+    assert len(messages) == 1, messages
+    message = messages[0]
+    event = sqs_event(
+        "retry_callback.json",
+        json.loads(message["Body"]),
+        int(message["Attributes"]["ApproximateReceiveCount"]),
+    )
+    event["Records"][0]["receiptHandle"] = message["ReceiptHandle"]
+    return event

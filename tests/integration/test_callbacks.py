@@ -16,7 +16,15 @@ from aifactory import callbacks as callback_module
 from aifactory import runtime, timefmt
 from aifactory.adapters import Queues
 from aifactory.log import logger
-from tests.integration.flow import call, complete, notify, seed_request, stage_pending, staged_job
+from tests.integration.flow import (
+    call,
+    complete,
+    next_retry,
+    notify,
+    seed_request,
+    stage_pending,
+    staged_job,
+)
 from tests.support import Context, sqs_event
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -102,23 +110,6 @@ def signed_job(fns, aws, factory_env, callbacks, httpserver, secret=SECRET, head
     job = create(fns, body)
     stage_pending(fns, aws, factory_env)
     return job
-
-
-def next_retry(aws, factory_env):
-    """The retry message as SQS would hand it to RetryFn now (its wait has passed)."""
-    url = factory_env["CALLBACK_RETRY_QUEUE_URL"]
-    messages = aws.sqs.receive_message(
-        QueueUrl=url, AttributeNames=["All"], MaxNumberOfMessages=10
-    ).get("Messages", [])
-    assert len(messages) == 1, messages
-    message = messages[0]
-    event = sqs_event(
-        "retry_callback.json",
-        json.loads(message["Body"]),
-        int(message["Attributes"]["ApproximateReceiveCount"]),
-    )
-    event["Records"][0]["receiptHandle"] = message["ReceiptHandle"]
-    return event
 
 
 def reveal(aws, factory_env, event):
@@ -766,3 +757,25 @@ def test_a_backoff_sqs_refuses_leaves_the_retry_to_the_queue_and_is_logged(
     ]
     assert (record["level"], record["job_name"]) == ("ERROR", job)
     assert "ChangeMessageVisibility refused" in record["exception"]
+
+
+def test_a_replay_during_a_retry_that_fails_again_keeps_its_fresh_schedule(
+    fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
+):
+    # Given a callback waiting for its retry, within its retry window
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    callbacks.fail_with = [503, 503]
+    notify(fns, "notify_completed.json", job)
+    retry = next_retry(aws, factory_env)
+    # When the client replays it while that retry is failing
+    replayed = _replay_during_the_next_request(fns, job, monkeypatch)
+    assert fns["retry_callback"].lambda_handler(retry, Context())["batchItemFailures"]
+    assert replayed == [202]
+    # Then the status shows the replay, not yet tried, rather than the superseded retry
+    callback = status_of(fns, job)["callback"]
+    assert (callback["state"], callback["attempts"], callback["last_error"]) == (
+        "retrying",
+        0,
+        None,
+    )

@@ -9,7 +9,8 @@ import tarfile
 import pytest
 
 from aifactory import runtime
-from tests.integration.flow import complete, staged_job
+from tests.integration.flow import call, complete, next_retry, staged_job
+from tests.support import Context
 
 REPORT = {
     "avg": {"recall": 0.5712, "f1-score": 0.5549, "support": 5183, "precision": 0.5401},
@@ -160,3 +161,25 @@ def test_a_report_the_store_cannot_keep_is_still_sent(
     (record,) = [r for r in factory_logs.records if r["message"] == "could not keep the report"]
     assert (record["level"], record["job_name"]) == ("ERROR", job)
     assert "table unavailable" in record["exception"]
+
+
+def test_a_replay_after_the_artifacts_are_gone_keeps_the_report_in_the_status(
+    fns, aws, factory_env, callbacks, job
+):
+    # Given a job whose callback carried its report
+    artifacts = {
+        "model.tar.gz": archive(("weights.bin", b"w")),
+        "output.tar.gz": archive(report_member()),
+    }
+    complete(fns, aws, factory_env, job, artifacts)
+    assert callbacks.received[0].json["log"]["avg"] == SEED_AVG
+    # When its artifacts are deleted and the client then replays the callback
+    bucket = factory_env["DATA_BUCKET"]
+    for name in artifacts:
+        aws.s3.delete_object(Bucket=bucket, Key=f"models/{job}/output/{name}")
+    assert call(fns, "redeliver_callback", {"job_name": job})[0] == 202
+    fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    # Then the replay has no report to send, but the status still shows the one kept
+    assert callbacks.received[-1].json["log"] is None
+    status = call(fns, "check_training_status", {"job_name": job})[1]
+    assert status["report"]["avg"] == SEED_AVG
