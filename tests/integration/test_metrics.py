@@ -8,6 +8,7 @@ import pytest
 from werkzeug import Response
 
 from aifactory import runtime
+from aifactory.metrics import metrics
 from tests.integration.flow import (
     Dataset,
     call,
@@ -54,7 +55,10 @@ class Emitted:
 
 @pytest.fixture
 def emitted(capsys: pytest.CaptureFixture[str]) -> Emitted:
-    capsys.readouterr()  # only what this test causes
+    # Only what this test causes: nothing printed before it, and nothing that code run outside
+    # a handler (unit tests in the same process) recorded without flushing.
+    metrics.clear_metrics()
+    capsys.readouterr()
     return Emitted(capsys)
 
 
