@@ -374,3 +374,29 @@ def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_refused_connection_is_transient_and_names_its_cause():
+    # Given a port nothing listens on
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    # When a request is sent there
+    with pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=True, connect_timeout=2).request(
+            "GET", f"http://127.0.0.1:{port}/", max_bytes=100
+        )
+    # Then it is worth retrying, and the reason names the socket's error, not requests' wrapper
+    assert failed.value.transient
+    assert str(failed.value) == "could not connect (ConnectionRefusedError)"
+
+
+def test_a_host_name_that_cannot_be_encoded_is_refused_as_permanent():
+    # Given a host name with a label longer than DNS allows
+    url = "http://" + "a" * 64 + ".example.com/"
+    # When a request is sent there, Then it is refused before anything is sent, saying why
+    with pytest.raises(UnsendableRequest) as refused:
+        HttpClient(allow_private=False, connect_timeout=2).request("GET", url, max_bytes=100)
+    assert str(refused.value) == "URL has a host name that cannot be encoded"
+    assert not refused.value.transient

@@ -385,11 +385,17 @@ def _unsendable() -> tuple[type[BaseException], ...]:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost cause of a requests/urllib3 error (not what was being handled)."""
+    """The innermost cause of a requests/urllib3 error (not what was being handled).
+
+    urllib3 keeps the cause of a failed retry in `reason`, requests keeps urllib3's error as
+    its exception's first argument, and the connection attempt chains the socket's error.
+    """
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
         reason = getattr(exc, "reason", None)
+        if not isinstance(reason, BaseException) and exc.args:
+            reason = exc.args[0]
         nxt = reason if isinstance(reason, BaseException) else exc.__cause__
         if nxt is None:
             break
