@@ -95,3 +95,9 @@ def test_redaction_drops_credentials_and_query_values():
     assert redact_url("https://u:p@data.example.com:8443/f?token=abc&page=1") == (
         "https://data.example.com:8443/f?token=REDACTED&page=REDACTED"
     )
+
+
+def test_redaction_keeps_an_ipv6_host_a_valid_url():
+    assert redact_url("http://user:pw@[2001:db8::1]:8080/p?token=x&b=2") == (
+        "http://[2001:db8::1]:8080/p?token=REDACTED&b=REDACTED"
+    )
