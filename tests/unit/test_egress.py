@@ -101,3 +101,10 @@ def test_redaction_keeps_an_ipv6_host_a_valid_url():
     assert redact_url("http://user:pw@[2001:db8::1]:8080/p?token=x&b=2") == (
         "http://[2001:db8::1]:8080/p?token=REDACTED&b=REDACTED"
     )
+
+
+def test_redaction_hides_a_query_value_that_contains_equals_signs():
+    # A base64 signature ends in "="; none of it may remain
+    assert redact_url("https://data.example.com/f?sig=c2VjcmV0==&page=1") == (
+        "https://data.example.com/f?sig=REDACTED&page=REDACTED"
+    )
