@@ -400,3 +400,24 @@ def test_a_host_name_that_cannot_be_encoded_is_refused_as_permanent():
         HttpClient(allow_private=False, connect_timeout=2).request("GET", url, max_bytes=100)
     assert str(refused.value) == "URL has a host name that cannot be encoded"
     assert not refused.value.transient
+
+
+def test_an_endpoint_that_never_answers_times_out(listener):
+    # Given an endpoint that takes the connection (into its backlog) but never answers
+    client = HttpClient(allow_private=True, connect_timeout=1, read_timeout=0.5)
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            client.request("GET", f"http://127.0.0.1:{listener.port}/", max_bytes=100)
+        except EgressError as exc:
+            outcome.append(exc)
+
+    # When a request is sent there (in a thread, so that a request that hangs fails the test)
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    worker.join(10)
+    # Then it gives up after the read timeout, as a failure worth retrying
+    assert not worker.is_alive(), "the request never timed out"
+    (failed,) = outcome
+    assert failed.transient and str(failed) == "timed out"
