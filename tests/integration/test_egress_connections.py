@@ -421,3 +421,18 @@ def test_an_endpoint_that_never_answers_times_out(listener):
     assert not worker.is_alive(), "the request never timed out"
     (failed,) = outcome
     assert failed.transient and str(failed) == "timed out"
+
+
+def test_a_url_the_policy_refuses_is_refused_at_send_time_with_its_reason(listener):
+    # Given a URL that create-time checks would refuse (a job record may predate a rule)
+    client = HttpClient(allow_private=False, connect_timeout=2)
+    # When a request is sent to it, Then it is refused as permanent, saying why, and no
+    # connection is made
+    with pytest.raises(EgressError) as refused:
+        client.request("GET", f"http://127.0.0.1:{listener.port}/x", max_bytes=100)
+    assert not refused.value.transient
+    assert str(refused.value).startswith("URL ")
+    with pytest.raises(EgressError) as refused:
+        client.request("GET", "ftp://data.example.com/x", max_bytes=100)
+    assert str(refused.value) == "URL must be an http or https URL"
+    assert listener.accepted_nothing()
