@@ -341,15 +341,7 @@ def test_a_callback_http_cannot_carry_fails_at_once_without_a_retry_schedule(
 ):
     # Given a job whose sealed callback headers hold a value HTTP/1.1 cannot encode
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
-    rt = runtime.get_runtime()
-    sealed = rt.secrets.seal(
-        job, {"callback_headers": {"X-Token": "caf\u00e9 \u20ac"}, "dataset_headers": {}}
-    )
-    aws.dynamodb.Table(factory_env["JOBS_TABLE"]).update_item(
-        Key={"job_name": job},
-        UpdateExpression="SET secrets = :s",
-        ExpressionAttributeValues={":s": sealed},
-    )
+    _seal_callback_headers(aws, factory_env, job, {"X-Token": "caf\u00e9 \u20ac"})
     # When the job completes
     notify(fns, "notify_completed.json", job)
     # Then nothing was sent or queued, and the job says failed with the reason (not the value)
