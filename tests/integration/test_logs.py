@@ -3,8 +3,7 @@ client's secrets."""
 
 import json
 
-from tests.integration.flow import Dataset, call, notify, seed_request, stage_pending
-from tests.integration.test_pipeline import receive_retry
+from tests.integration.flow import Dataset, call, next_retry, notify, seed_request, stage_pending
 from tests.support import Context
 
 SECRETS = ("Bearer cb-SECRET-1", "cb-SECRET-1", "ds-SECRET-2")
@@ -27,7 +26,7 @@ def test_a_whole_job_life_logs_its_story_and_no_secret(
     stage_pending(fns, aws, factory_env)
     callbacks.fail_with = [500]
     notify(fns, "notify_completed.json", job)
-    retry = receive_retry(aws, factory_env)
+    retry = next_retry(aws, factory_env)
     assert fns["retry_callback"].lambda_handler(retry, Context()) == {"batchItemFailures": []}
     aws.sqs.delete_message(  # as the event source mapping does after a success
         QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"],

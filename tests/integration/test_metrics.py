@@ -12,12 +12,12 @@ from aifactory.metrics import metrics
 from tests.integration.flow import (
     Dataset,
     call,
+    next_retry,
     notify,
     seed_request,
     stage_pending,
     staged_data,
 )
-from tests.integration.test_pipeline import receive_retry
 from tests.support import Context
 
 NAMESPACE = "AIFactory"
@@ -100,7 +100,7 @@ def test_a_job_life_emits_every_business_metric_with_its_unit_and_low_cardinalit
     stage_pending(fns, aws, factory_env)
     callbacks.fail_with = [500]
     notify(fns, "notify_completed.json", job)
-    retry = receive_retry(aws, factory_env)
+    retry = next_retry(aws, factory_env)
     assert fns["retry_callback"].lambda_handler(retry, Context()) == {"batchItemFailures": []}
     # Then each metric was emitted once per event, with its unit, under the service dimension
     service = {"service": "aifactory"}
@@ -141,7 +141,7 @@ def test_a_callback_given_up_counts_as_failed(
     callbacks.fail_with = [500, 500]
     notify(fns, "notify_completed.json", answer["job_name"])
     # When its retry fails too
-    retry = receive_retry(aws, factory_env)
+    retry = next_retry(aws, factory_env)
     fns["retry_callback"].lambda_handler(retry, Context())
     # Then the callback counts once as failed, and was never delivered
     assert emitted.named("CallbacksFailed") == [("Count", 1.0, {"service": "aifactory"})]

@@ -10,13 +10,14 @@ from werkzeug import Response
 from tests.integration.flow import (
     Dataset,
     call,
+    next_retry,
     notify,
     seed_request,
     stage_pending,
     staged_data,
     staged_job,
 )
-from tests.support import Context, sqs_event
+from tests.support import Context
 
 RECORDS = [{"text": f"t{i}", "label": "a"} for i in range(30)]
 
@@ -275,22 +276,6 @@ def test_events_for_jobs_of_no_factory_are_ignored(fns, callbacks):
 
 
 # -- delivery ---------------------------------------------------------------------------------
-def receive_retry(aws, factory_env):
-    """The next retry message, as SQS would hand it to the retry function."""
-    messages = aws.sqs.receive_message(
-        QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"], AttributeNames=["All"]
-    ).get("Messages", [])
-    assert len(messages) == 1
-    message = messages[0]
-    event = sqs_event(
-        "retry_callback.json",
-        json.loads(message["Body"]),
-        int(message["Attributes"]["ApproximateReceiveCount"]),
-    )
-    event["Records"][0]["receiptHandle"] = message["ReceiptHandle"]
-    return event
-
-
 def queue_counts(aws, factory_env, name="CALLBACK_RETRY_QUEUE_URL"):
     attrs = aws.sqs.get_queue_attributes(QueueUrl=factory_env[name], AttributeNames=["All"])[
         "Attributes"
@@ -330,7 +315,7 @@ def test_a_failed_retry_is_hidden_for_its_backoff(
     settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
     notify(fns, "notify_completed.json", job)
     hidden_before = queue_counts(aws, factory_env)["hidden"]  # earlier tests' messages in flight
-    event = receive_retry(aws, factory_env)
+    event = next_retry(aws, factory_env)
     settings_override(CALLBACK_RETRY_BASE_SECONDS="60")
     result = fns["retry_callback"].lambda_handler(event, Context())
     assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
@@ -349,9 +334,9 @@ def test_failed_delivery_is_retried_until_it_succeeds(
     notify(fns, "notify_completed.json", job)
     retry = fns["retry_callback"].lambda_handler
     # When SQS hands the retry message to the retry function until it succeeds
-    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
-    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
-    assert retry(receive_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
+    assert retry(next_retry(aws, factory_env), Context())["batchItemFailures"]
+    assert retry(next_retry(aws, factory_env), Context())["batchItemFailures"]
+    assert retry(next_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
     # Then the client got the same callback four times, and the record says delivered
     assert [c.json["job_name"] for c in callbacks.received] == [job] * 4
     assert callbacks.received[0].json == callbacks.received[3].json | {
@@ -378,11 +363,11 @@ def test_undeliverable_callback_ends_in_the_dead_letter_queue(
     notify(fns, "notify_completed.json", job)
     retry = fns["retry_callback"].lambda_handler
     # When it is retried within the retry window, it stays queued
-    assert retry(receive_retry(aws, factory_env), Context())["batchItemFailures"]
+    assert retry(next_retry(aws, factory_env), Context())["batchItemFailures"]
     # and when the window has passed, the next failed attempt is the last
     window = int(factory_env["CALLBACK_RETRY_WINDOW_SECONDS"])
     moment[0] += timedelta(seconds=window)
-    assert retry(receive_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
+    assert retry(next_retry(aws, factory_env), Context()) == {"batchItemFailures": []}
     # Then the client was tried three times, the record says it failed,
     assert len(callbacks.received) == 3
     item = job_item(aws, factory_env, job)
@@ -407,7 +392,7 @@ def test_a_message_that_keeps_coming_back_is_given_up_at_the_receive_bound(
     notify(fns, "notify_completed.json", job)
     # When SQS delivers the retry message that often
     for _ in range(6):
-        result = fns["retry_callback"].lambda_handler(receive_retry(aws, factory_env), Context())
+        result = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
         assert result["batchItemFailures"]
     # Then the record says failed, and why
     item = job_item(aws, factory_env, job)
@@ -500,7 +485,7 @@ def test_a_bad_record_fails_alone_and_is_logged(
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     callbacks.fail_with = [503]
     notify(fns, "notify_completed.json", job)
-    event = receive_retry(aws, factory_env)
+    event = next_retry(aws, factory_env)
     bad = copy.deepcopy(event["Records"][0]) | {"messageId": "bad-record", "body": "{not json"}
     event["Records"].insert(0, bad)
 
