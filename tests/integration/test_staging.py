@@ -410,6 +410,22 @@ def test_staging_continues_past_the_time_limit_in_new_invocations(
     assert manifest["records"] == 295 and manifest["pages"] == 30
 
 
+def test_retries_of_every_invocation_of_a_chain_are_counted(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a page retried in the first invocation, another in the second, and invocations
+    # whose time runs out after 4 requests
+    settings_override(STAGING_CONCURRENCY="1")
+    endpoint = Endpoint(records(95), by_offset={10: [Response("", status=503)]})
+    endpoint.by_offset[60] = [Response("", status=500)]
+    job = create(fns, serve(endpoint), callbacks)
+    seen = run_chain(fns, aws, factory_env, endpoint, requests_per_invocation=4)
+    # Then the manifest counts both retries, whichever invocation made them
+    assert len(seen) >= 3
+    manifest = manifest_of(aws, factory_env, job)
+    assert (manifest["records"], manifest["retries"]) == (95, 2)
+
+
 def test_a_chain_longer_than_its_bound_fails_the_job(
     fns, aws, factory_env, callbacks, serve, settings_override
 ):
@@ -483,6 +499,24 @@ def test_status_shows_staging_progress(fns, aws, factory_env, callbacks, serve, 
     assert progress == sorted(progress) and progress[-1][0] > 0 and progress[-1][1] > 0
     # once staged the fields go away
     assert "staged_records" not in status_of(fns, job)
+
+
+def test_status_counts_the_records_of_the_shard_being_written(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a dataset that fits one shard (so no shard is complete before the end), and
+    # progress published at every page
+    settings_override(STAGING_CONCURRENCY="1", STAGING_STOP_CHECK_SECONDS="0.001")
+    seen = []
+    endpoint = Endpoint(records(60))
+    job_box: dict[str, str] = {}
+    endpoint.on_call = lambda count: seen.append(status_of(fns, job_box["job"]))
+    job_box["job"] = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then status counted the pages already in that open shard, as they were written
+    progress = [(s["staged_records"], s["staged_pages"]) for s in seen]
+    assert progress[-1][1] >= 4
+    assert all(staged == pages * PAGE for staged, pages in progress)
 
 
 # -- crashes ----------------------------------------------------------------------------------
