@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aifactory import runtime
-from aifactory.staging import PageFetcher
+from aifactory.staging import STAGE_MAX_RECEIVES, PageFetcher
 from tests.integration.flow import (
     call,
     manifest_of,
@@ -623,6 +624,93 @@ def test_a_shard_is_never_overwritten_with_other_records(
     assert second in uploads
     assert written.count(b"changed") == 0
     assert nothing_staged(aws, factory_env, job)
+
+
+def test_a_delivery_after_the_training_job_was_created_goes_on_with_it(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given SageMaker's refusal of a second job of the same name (moto replaces it instead),
+    # and an invocation that dies after CreateTrainingJob, before it could record it
+    rt = runtime.get_runtime()
+    created: list[str] = []
+    real_create = rt.training.create
+
+    def create_once(**params: Any) -> None:
+        name = params["TrainingJobName"]
+        if name in created:
+            raise ClientError(
+                {"Error": {"Code": "ResourceInUse", "Message": f"{name} already exists"}},
+                "CreateTrainingJob",
+            )
+        created.append(name)
+        real_create(**params)
+
+    monkeypatch.setattr(rt.training, "create", create_once)
+    real_mark = rt.store.mark_sagemaker_created
+    deaths: list[str] = []
+
+    def dies_once(job_name: str) -> Any:
+        if not deaths:
+            deaths.append(job_name)
+            raise RuntimeError("the invocation dies here")
+        return real_mark(job_name)
+
+    monkeypatch.setattr(rt.store, "mark_sagemaker_created", dies_once)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    message = receive_stage(aws, factory_env)
+    assert deliver(fns, message, Context())["batchItemFailures"]
+    assert created == [job]
+    # When SQS delivers the message again
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    # Then the job goes on with the training job already created, not failed nor created twice
+    assert job_item(aws, factory_env, job)["sagemaker_job"] is True
+    assert created == [job]
+    notify(fns, "notify_completed.json", job)
+    assert status_of(fns, job)["status"] == "Completed"
+    assert [c.json["status"] for c in callbacks.received] == ["Completed"]
+
+
+def test_a_stop_after_the_last_page_leaves_no_manifest(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given a stop that arrives after the manifest is written, as staging moves to Starting
+    rt = runtime.get_runtime()
+    real_mark = rt.store.mark_starting
+
+    def stop_first(job_name: str, **kwargs: Any) -> Any:
+        call(fns, "stop_training_job", {"job_name": job_name})
+        return real_mark(job_name, **kwargs)
+
+    monkeypatch.setattr(rt.store, "mark_starting", stop_first)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then the job is Stopped, with nothing left to train on, the manifest included
+    assert status_of(fns, job)["status"] == "Stopped"
+    assert nothing_staged(aws, factory_env, job)
+    assert no_training_job(aws, job)
+    assert [c.json["status"] for c in callbacks.received] == ["Stopped"]
+
+
+def test_a_crash_on_the_last_attempt_deletes_shards_past_the_checkpoint(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+):
+    # Given a message on its last attempt, whose invocation dies after uploading its second
+    # shard and before checkpointing it
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="600")
+    job = create(fns, serve(Endpoint(records(100))), callbacks)
+    fail_second_checkpoint(monkeypatch)
+    message = receive_stage(aws, factory_env)
+    assert deliver(fns, message, Context(), receives=STAGE_MAX_RECEIVES) == {
+        "batchItemFailures": []
+    }
+    # Then the job failed, and both shards are gone, the one the checkpoint never listed too
+    final = status_of(fns, job)
+    assert (final["status"], final["failure_reason"]) == (
+        "Failed",
+        "internal error while staging the dataset",
+    )
+    assert nothing_staged(aws, factory_env, job)
+    assert [c.json["status"] for c in callbacks.received] == ["Failed"]
 
 
 def test_a_repeated_or_stale_message_stages_nothing_twice(
