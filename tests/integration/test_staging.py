@@ -387,7 +387,7 @@ def run_chain(fns, aws, env, endpoint, requests_per_invocation):
 
 
 def test_staging_continues_past_the_time_limit_in_new_invocations(
-    fns, aws, factory_env, callbacks, serve, settings_override
+    fns, aws, factory_env, callbacks, serve, settings_override, factory_logs
 ):
     # Given a dataset of 30 pages and invocations whose time runs out after 5 requests
     settings_override(STAGING_CONCURRENCY="2")
@@ -409,6 +409,16 @@ def test_staging_continues_past_the_time_limit_in_new_invocations(
     manifest = manifest_of(aws, factory_env, job)
     assert manifest["continuations"] == len(seen) - 1
     assert manifest["records"] == 295 and manifest["pages"] == 30
+    # and each hand-over was logged for operators, with the job, its number and the progress
+    handovers = [
+        r for r in factory_logs.records if r["message"] == "staging continues in a new invocation"
+    ]
+    assert [(r["job_name"], r["continuation"]) for r in handovers] == [
+        (job, n) for n in range(1, len(seen))
+    ]
+    staged = [(r["staged_records"], r["staged_pages"]) for r in handovers]
+    assert staged == sorted(staged) and all(n == pages * PAGE for n, pages in staged)
+    assert staged[0][0] > 0 and staged[-1][0] < 295
 
 
 def test_retries_of_every_invocation_of_a_chain_are_counted(
@@ -671,7 +681,7 @@ def test_a_delivery_after_the_training_job_was_created_goes_on_with_it(
 
 
 def test_a_stop_after_the_last_page_leaves_no_manifest(
-    fns, aws, factory_env, callbacks, serve, monkeypatch
+    fns, aws, factory_env, callbacks, serve, monkeypatch, factory_logs
 ):
     # Given a stop that arrives after the manifest is written, as staging moves to Starting
     rt = runtime.get_runtime()
@@ -689,6 +699,34 @@ def test_a_stop_after_the_last_page_leaves_no_manifest(
     assert nothing_staged(aws, factory_env, job)
     assert no_training_job(aws, job)
     assert [c.json["status"] for c in callbacks.received] == ["Stopped"]
+    ended = [r for r in factory_logs.records if r["message"] == "job ended during staging"]
+    assert [(r["job_name"], r["status"]) for r in ended] == [(job, "Stopped")]
+
+
+def test_a_dataset_that_cannot_be_deleted_still_ends_the_job_and_says_so(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch, factory_logs
+):
+    # Given a job whose fourth page fails for good, and a bucket that refuses the deletion
+    settings_override(STAGING_SHARD_BYTES="300")
+    endpoint = Endpoint(records(80), by_offset={30: Response("", status=404)})
+    job = create(fns, serve(endpoint), callbacks)
+    storage = runtime.get_runtime().storage
+
+    def refuse(keys: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DeleteObjects")
+
+    monkeypatch.setattr(storage, "delete", refuse)
+    # When it is staged (stage_pending asserts the message is not retried)
+    stage_pending(fns, aws, factory_env)
+    # Then the job still failed, with its callback, and the operators were told what is left
+    assert status_of(fns, job)["status"] == "Failed"
+    assert [c.json["status"] for c in callbacks.received] == ["Failed"]
+    assert staged_keys(aws, factory_env, job)  # left for the bucket's lifecycle rule
+    [record] = [
+        r for r in factory_logs.records if r["message"] == "could not delete a staged dataset"
+    ]
+    assert (record["level"], record["job_name"]) == ("ERROR", job)
+    assert "AccessDenied" in record["exception"]
 
 
 def test_a_crash_on_the_last_attempt_deletes_shards_past_the_checkpoint(
