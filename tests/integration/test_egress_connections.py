@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -175,6 +176,94 @@ def test_a_vetted_address_is_connected_to_with_the_original_host_name(
     # Then the connection went to the vetted address and Host still names the server
     assert response.status == 200
     assert response.body == f"hooks.example.com:{echo_server}".encode()
+
+
+@pytest.fixture
+def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count 127.0.0.0/8 as public, so the strict client's own connections reach the test's
+    servers (the tests cannot reach a real public address)."""
+    real_allowed = egress.address_allowed
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    monkeypatch.setattr(egress, "address_allowed", lambda a: a in loopback or real_allowed(a))
+
+
+def test_a_guarded_connection_tries_each_vetted_address_in_turn(dns, loopback_is_public):
+    # Given a name with two addresses: nothing listens on the first, a server on the second
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    dns["data.example.com"] = ["127.0.0.1", "127.0.0.2"]
+    try:
+        # When the strict client fetches from it
+        response = HttpClient(allow_private=False, connect_timeout=2).request(
+            "GET", f"http://data.example.com:{port}/", max_bytes=100
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then the refusal of the first address did not end the request: the second answered
+    assert response.status == 200
+    assert response.body == f"data.example.com:{port}".encode()
+
+
+def test_a_guarded_connection_every_address_refuses_is_transient_and_names_its_cause(
+    dns, loopback_is_public
+):
+    # Given a name whose two addresses both refuse connections
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    dns["data.example.com"] = ["127.0.0.1", "127.0.0.3"]
+    # When the strict client sends a request there
+    with pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=False, connect_timeout=2).request(
+            "GET", f"http://data.example.com:{port}/", max_bytes=100
+        )
+    # Then, as without the guard, it is worth retrying and names the socket's error
+    assert failed.value.transient
+    assert str(failed.value) == "could not connect (ConnectionRefusedError)"
+
+
+def test_a_guarded_connection_keeps_the_connect_timeout_and_socket_options(
+    dns, echo_server, loopback_is_public, monkeypatch
+):
+    # Given a vetted name, and a record of the sockets the guard opens
+    dns["data.example.com"] = ["127.0.0.1"]
+    opened: list[tuple[Any, int]] = []
+    real_create = egress.connection.create_connection
+
+    def create_connection(address, timeout, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sock = real_create(address, timeout, *args, **kwargs)
+        opened.append((timeout, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        return sock
+
+    monkeypatch.setattr(egress.connection, "create_connection", create_connection)
+    # When the strict client fetches from it
+    client = HttpClient(allow_private=False, connect_timeout=1.5, read_timeout=7)
+    response = client.request("GET", f"http://data.example.com:{echo_server}/", max_bytes=100)
+    # Then its one connection was bounded by the connect timeout, and has urllib3's usual
+    # socket options (no Nagle delay), as an unguarded connection has
+    assert response.status == 200
+    assert opened == [(1.5, 1)]
+
+
+def test_a_guarded_connection_that_times_out_is_transient(dns, loopback_is_public, monkeypatch):
+    # Given a vetted name whose connection attempt times out (played by the socket layer: a
+    # connect timeout cannot be produced on the loopback interface)
+    dns["data.example.com"] = ["127.0.0.1"]
+
+    def times_out(address, timeout, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(egress.connection, "create_connection", times_out)
+    # When the strict client sends a request there, Then it failed as worth retrying
+    with pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=False, connect_timeout=2).request(
+            "GET", "http://data.example.com:8080/", max_bytes=100
+        )
+    assert failed.value.transient
+    assert str(failed.value) == "could not connect (TimeoutError)"
 
 
 @pytest.mark.parametrize("allow_private", [False, True])
