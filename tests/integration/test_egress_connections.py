@@ -266,6 +266,19 @@ def test_a_guarded_connection_that_times_out_is_transient(dns, loopback_is_publi
     assert str(failed.value) == "could not connect (TimeoutError)"
 
 
+def test_a_name_that_resolves_to_no_address_fails_as_a_resolution_error(dns):
+    # Given a resolver that answers a name with no address at all
+    dns["data.example.com"] = []
+    # When the strict client sends a request there
+    with pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=False, connect_timeout=2).request(
+            "GET", "http://data.example.com:8080/", max_bytes=100
+        )
+    # Then it fails as a name that did not resolve (worth retrying), as an unknown name does
+    assert failed.value.transient
+    assert str(failed.value) == "could not connect (gaierror)"
+
+
 @pytest.mark.parametrize("allow_private", [False, True])
 def test_pool_size_is_passed_to_every_mounted_adapter(allow_private):
     client = HttpClient(allow_private=allow_private, pool_maxsize=17)
