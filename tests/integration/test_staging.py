@@ -250,6 +250,39 @@ def test_a_later_page_that_fails_for_good_fails_the_job_and_stages_nothing(
     assert reason in received.json["failure_reason"]
 
 
+def test_a_page_over_the_size_bound_fails_the_job_without_being_read_to_its_end(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given pages bounded to 100 kB, and an endpoint whose second page never ends
+    settings_override(DATASET_PAGE_MAX_BYTES="100000")
+    done = threading.Event()
+
+    def endless() -> Iterator[bytes]:
+        yield b'{"datasets": ['
+        while not done.is_set():
+            yield b'{"text": "padding", "label": "a"},' * 100
+
+    answer = Response(endless(), content_type="application/json")
+    endpoint = Endpoint(records(30), by_offset={10: [answer]})
+    job = create(fns, serve(endpoint), callbacks)
+    # When it is staged (in a thread, so that a page read forever fails the test)
+    worker = threading.Thread(target=stage_pending, args=(fns, aws, factory_env), daemon=True)
+    worker.start()
+    worker.join(20)
+    done.set()
+    assert not worker.is_alive(), "the endless page was read on and on"
+    # Then the job failed at once, naming the page and the bound
+    final = status_of(fns, job)
+    assert final["status"] == "Failed"
+    assert (
+        "dataset endpoint at offset 10: response is larger than 100000 bytes"
+        in final["failure_reason"]
+    )
+    assert endpoint.offsets().count(10) == 1
+    assert nothing_staged(aws, factory_env, job)
+    assert [c.json["status"] for c in callbacks.received] == ["Failed"]
+
+
 # -- the page window and the caps ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "latency",
