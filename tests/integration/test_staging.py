@@ -4,6 +4,7 @@ them."""
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -480,7 +481,12 @@ def test_a_chain_longer_than_its_bound_fails_the_job(
     assert len(seen) == 3
     final = status_of(fns, job)
     assert final["status"] == "Failed"
-    assert "staging needed more than 2 continuations" in final["failure_reason"]
+    # naming the stack parameter that sets the bound, and what was staged before it
+    assert re.fullmatch(
+        r"Staging failed: staging needed more than 2 continuations "
+        r"\(StagingMaxContinuations\); [1-9]\d* records were staged",
+        final["failure_reason"],
+    )
     assert nothing_staged(aws, factory_env, job)
     assert [c.json["status"] for c in callbacks.received] == ["Failed"]
 
