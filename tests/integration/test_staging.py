@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from aifactory import runtime
+from aifactory import runtime, staging
 from aifactory.staging import STAGE_MAX_RECEIVES, PageFetcher
 from tests.integration.flow import (
     call,
@@ -403,6 +403,34 @@ def test_shards_are_bounded_complete_objects_listed_in_the_manifest(
         len(jsonl(items)),
     )
     assert manifest["format"] == "application/jsonlines"
+
+
+def test_the_shard_limit_admits_exactly_that_many_shards(
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+):
+    # Given small shards, and the number of them a dataset needs
+    settings_override(STAGING_SHARD_BYTES="400")
+    items = records(50)
+    first = create(fns, serve(Endpoint(items)), callbacks)
+    stage_pending(fns, aws, factory_env)
+    needed = len(manifest_of(aws, factory_env, first)["shards"])
+    assert needed > 2
+    # When the limit is exactly that many, Then the same dataset is staged
+    monkeypatch.setattr(staging, "MAX_SHARDS", needed)
+    exact = create(fns, serve(Endpoint(items)), callbacks)
+    stage_pending(fns, aws, factory_env)
+    assert status_of(fns, exact)["secondary_status"] == "Starting"
+    assert len(manifest_of(aws, factory_env, exact)["shards"]) == needed
+    # and when it is one fewer, the job fails saying so, and leaves nothing
+    monkeypatch.setattr(staging, "MAX_SHARDS", needed - 1)
+    over = create(fns, serve(Endpoint(items)), callbacks)
+    stage_pending(fns, aws, factory_env)
+    final = status_of(fns, over)
+    assert final["status"] == "Failed"
+    assert final["failure_reason"] == (
+        f"Staging failed: dataset needs more than {needed - 1} shards of 400 bytes"
+    )
+    assert nothing_staged(aws, factory_env, over)
 
 
 # -- continuations past the time limit ----------------------------------------------------------
