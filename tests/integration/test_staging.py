@@ -849,6 +849,73 @@ def test_a_repeated_or_stale_message_stages_nothing_twice(
     assert status_of(fns, job)["secondary_status"] == "Starting"
 
 
+def test_an_invocation_that_lost_its_job_to_another_stops_and_the_other_finishes(
+    fns, aws, factory_env, callbacks, serve, settings_override, factory_logs
+):
+    # Given a job being staged, one shard per page or so, whose staging another invocation
+    # takes over after the fourth request (as a redelivery does after the visibility timeout)
+    settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="400")
+    items = records(100)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    rt = runtime.get_runtime()
+    endpoint.on_call = lambda count: (
+        rt.store.claim_staging(job, "another-invocation", 0, None) if count == 4 else None
+    )
+    message = receive_stage(aws, factory_env)
+    # When the first invocation goes on
+    assert deliver(fns, message, Context()) == {"batchItemFailures": []}
+    # Then it stopped at its next checkpoint without ending the job or calling back
+    assert len(endpoint.calls) < 8
+    assert status_of(fns, job)["secondary_status"] == "Staging"
+    assert callbacks.received == []
+    took_over = [
+        r for r in factory_logs.records if r["message"] == "another invocation took over staging"
+    ]
+    assert [r["job_name"] for r in took_over] == [job]
+    # and the message delivered again finishes the staging from the checkpoint, once
+    endpoint.on_call = None
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
+def test_messages_for_an_unknown_job_or_an_older_continuation_are_ignored(
+    fns, aws, factory_env, callbacks, serve, settings_override, factory_logs
+):
+    # Given a job staged over three invocations
+    settings_override(STAGING_CONCURRENCY="1")
+    items = records(80)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    first = receive_stage(aws, factory_env)
+    assert deliver(fns, first, BudgetContext(endpoint, 2)) == {"batchItemFailures": []}
+    aws.sqs.delete_message(
+        QueueUrl=factory_env["STAGE_QUEUE_URL"], ReceiptHandle=first["ReceiptHandle"]
+    )
+    second = receive_stage(aws, factory_env)
+    assert deliver(fns, second, BudgetContext(endpoint, 2)) == {"batchItemFailures": []}
+    aws.sqs.delete_message(
+        QueueUrl=factory_env["STAGE_QUEUE_URL"], ReceiptHandle=second["ReceiptHandle"]
+    )
+    calls = len(endpoint.calls)
+    # When the first message comes again (two continuations old), and one for no known job
+    assert deliver(fns, first, Context(), receives=2) == {"batchItemFailures": []}
+    unknown = dict(first, Body=json.dumps({"job_name": "no-such-job"}))
+    assert deliver(fns, unknown, Context()) == {"batchItemFailures": []}
+    # Then neither fetched, staged nor queued anything, and the logs say why
+    assert len(endpoint.calls) == calls
+    [third] = [receive_stage(aws, factory_env)]
+    assert json.loads(third["Body"]) == {"job_name": job, "continuation": 2}
+    assert receive_stage(aws, factory_env) is None
+    logged = [(r["message"], r["job_name"], r["level"]) for r in factory_logs.records]
+    assert ("stale staging message ignored", job, "INFO") in logged
+    assert ("staging message for an unknown job", "no-such-job", "WARNING") in logged
+    # and the current continuation still finishes the job
+    assert deliver(fns, third, Context()) == {"batchItemFailures": []}
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+
+
 # -- headers HTTP cannot carry (issue 8, staging side) ------------------------------------------
 @pytest.mark.parametrize(
     "value", ["é€", "\x01", "ok\x7f", "tab\tthen\x00", "snow☃", "\u2028", "line\nbreak"]
