@@ -916,6 +916,25 @@ def test_messages_for_an_unknown_job_or_an_older_continuation_are_ignored(
     assert staged_data(aws, factory_env, job) == jsonl(items)
 
 
+def test_a_creator_sagemaker_tags_cannot_hold_is_tagged_in_safe_characters(
+    fns, aws, factory_env, callbacks, serve
+):
+    # Given a creator with characters a SageMaker tag value refuses
+    body = seed_request(serve(Endpoint(records(5))), callbacks.url, page_size=PAGE)
+    body["creator"] = "Zoë O'Brien <zoe@example.com> #1!"
+    status, answer, _ = call(fns, "create_training_job", body)
+    assert status == 200, answer
+    job = answer["job_name"]
+    # When it is staged and its training job created
+    stage_pending(fns, aws, factory_env)
+    # Then the tag keeps what it may (letters in any script, spaces, @ . : / = + -) and
+    # replaces the rest, while the job record keeps the creator as given
+    arn = aws.sagemaker.describe_training_job(TrainingJobName=job)["TrainingJobArn"]
+    tags = {t["Key"]: t["Value"] for t in aws.sagemaker.list_tags(ResourceArn=arn)["Tags"]}
+    assert tags["aifactory:creator"] == "Zoë O_Brien _zoe@example.com_ _1_"
+    assert job_item(aws, factory_env, job)["creator"] == "Zoë O'Brien <zoe@example.com> #1!"
+
+
 # -- headers HTTP cannot carry (issue 8, staging side) ------------------------------------------
 @pytest.mark.parametrize(
     "value", ["é€", "\x01", "ok\x7f", "tab\tthen\x00", "snow☃", "\u2028", "line\nbreak"]
