@@ -751,6 +751,39 @@ def test_a_backoff_sqs_refuses_leaves_the_retry_to_the_queue_and_is_logged(
     assert "ChangeMessageVisibility refused" in record["exception"]
 
 
+def test_a_replay_overtaken_by_a_second_one_does_not_undo_its_delivery(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    # Given a delivered callback, and a second replay that is made and delivered while the
+    # first replay is still queuing its message
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    rt = runtime.get_runtime()
+    send = rt.queues.send
+    overtaken: list[int] = []
+
+    def send_after_a_second_replay(queue_url: str, body: dict[str, Any], **kwargs: Any) -> None:
+        if body.get("generation") == 1:  # the first replay's message
+            overtaken.append(call(fns, "redeliver_callback", {"job_name": job})[0])
+            second = next_retry(aws, factory_env)
+            assert fns["retry_callback"].lambda_handler(second, Context()) == {
+                "batchItemFailures": []
+            }
+        send(queue_url, body, **kwargs)
+
+    monkeypatch.setattr(rt.queues, "send", send_after_a_second_replay)
+    # When the client's first replay completes
+    assert call(fns, "redeliver_callback", {"job_name": job})[0] == 202
+    assert overtaken == [202]
+    # Then the status still shows the second replay's delivery, not the first one's schedule
+    callback = status_of(fns, job)["callback"]
+    assert (callback["state"], callback["attempts"]) == ("delivered", 1)
+    # and the first replay's message, superseded, sends nothing more
+    fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    assert len(callbacks.for_job(job)) == 2
+    assert status_of(fns, job)["callback"]["state"] == "delivered"
+
+
 def test_a_replay_during_a_retry_that_fails_again_keeps_its_fresh_schedule(
     fns, aws, factory_env, callbacks, httpserver, settings_override, monkeypatch
 ):
