@@ -82,17 +82,37 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
 
     # and SageMaker was asked to train with the request's image, hyperparameters and resources
     described = aws.sagemaker.describe_training_job(TrainingJobName=job)
-    assert described["AlgorithmSpecification"]["TrainingImage"] == body["training_model"]["image"]
+    assert described["AlgorithmSpecification"] == {
+        "TrainingImage": body["training_model"]["image"],
+        "TrainingInputMode": "File",
+        # the trainers print the report's avg row in this form; SageMaker keeps it as a metric
+        "MetricDefinitions": [
+            {"Name": "test:dcg", "Regex": "#quality_metric: host=\\S+, test dcg <score>=(\\S+)"}
+        ],
+    }
     assert described["HyperParameters"] == body["training_model"]["hyperparameters"]
     assert described["ResourceConfig"] == {
         "InstanceType": "ml.m4.4xlarge",
         "InstanceCount": 1,
         "VolumeSizeInGB": 5,
     }
-    channel = described["InputDataConfig"][0]
-    assert channel["ChannelName"] == "train"
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{bucket}/datasets/{job}/train/"
-    assert described["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/models/"
+    assert described["InputDataConfig"] == [
+        {
+            "ChannelName": "train",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{bucket}/datasets/{job}/train/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "ContentType": "application/jsonlines",
+        }
+    ]
+    assert described["OutputDataConfig"] == {
+        "S3OutputPath": f"s3://{bucket}/models/",
+        "KmsKeyId": factory_env["KMS_KEY_ID"],
+    }
     assert described["StoppingCondition"]["MaxRuntimeInSeconds"] == int(
         factory_env["MAX_RUNTIME_SECONDS"]
     )
