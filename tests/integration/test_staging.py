@@ -653,7 +653,7 @@ def fail_second_checkpoint(monkeypatch) -> None:
 
 
 def test_a_shard_written_before_a_crash_is_kept_not_written_twice(
-    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch, factory_logs
 ):
     settings_override(STAGING_CONCURRENCY="1", STAGING_SHARD_BYTES="600")
     items = records(100)
@@ -666,6 +666,8 @@ def test_a_shard_written_before_a_crash_is_kept_not_written_twice(
     monkeypatch.undo()
     assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
     assert staged_data(aws, factory_env, job) == jsonl(items)
+    kept = [r for r in factory_logs.records if r["message"] == "shard already written; kept"]
+    assert [r["job_name"] for r in kept] == [job]
 
 
 def test_a_shard_is_never_overwritten_with_other_records(
@@ -697,7 +699,10 @@ def test_a_shard_is_never_overwritten_with_other_records(
     # the failure removed the dataset
     final = status_of(fns, job)
     assert final["status"] == "Failed"
-    assert "part-00001.jsonl was already written with other records" in final["failure_reason"]
+    assert final["failure_reason"] == (
+        "Staging failed: shard part-00001.jsonl was already written with other records; "
+        "the dataset endpoint did not return the same pages again"
+    )
     assert second in uploads
     assert written.count(b"changed") == 0
     assert nothing_staged(aws, factory_env, job)
