@@ -1,10 +1,12 @@
 """Connections under the egress policy: every resolved address is vetted before any packet,
 and a request HTTP/1.1 cannot carry fails as permanent, without quoting its headers."""
 
+import gzip
 import http.server
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -523,6 +525,87 @@ def test_an_endpoint_that_never_answers_times_out(listener):
     assert not worker.is_alive(), "the request never timed out"
     (failed,) = outcome
     assert failed.transient and str(failed) == "timed out"
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """Answers at once, then sends its body a byte every 0.1 s for up to 10 s."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_body_that_trickles_in_past_the_total_timeout_is_cut_off_as_transient():
+    # Given an endpoint that keeps each read well inside the read timeout, but whose body
+    # would take 10 s
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = HttpClient(allow_private=True, read_timeout=5, total_timeout=1)
+    started = time.monotonic()
+    try:
+        # When a request is sent there
+        with pytest.raises(EgressError) as failed:
+            client.request("GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then it was given up soon after the total timeout, as a failure worth retrying
+    assert time.monotonic() - started < 5
+    assert str(failed.value) == "response took longer than 1 s"
+    assert failed.value.transient
+
+
+class _Gzip(http.server.BaseHTTPRequestHandler):
+    """Answers with the gzip-compressed bytes of `size` zeros."""
+
+    size = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = gzip.compress(b"0" * self.size)
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("size", "outcome"),
+    [(50_000, "50000 bytes"), (20_000_000, "response is larger than 100000 bytes")],
+)
+def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outcome):
+    # Given an endpoint that answers gzip-compressed (20 MB of zeros is about 20 kB of gzip)
+    handler = type("Handler", (_Gzip,), {"size": size})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        # When a response bounded to 100 kB is read
+        try:
+            response = HttpClient(allow_private=True).request("GET", url, max_bytes=100_000)
+            result = f"{len(response.body)} bytes"
+            assert response.body == b"0" * size
+        except EgressError as exc:
+            result = str(exc)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then a small one arrives decoded, and a large one is refused by what it decodes to
+    assert result == outcome
 
 
 def test_a_url_the_policy_refuses_is_refused_at_send_time_with_its_reason(listener):

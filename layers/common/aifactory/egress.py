@@ -15,7 +15,7 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -335,7 +335,7 @@ class HttpClient:
                 **kwargs,
             ) as response:
                 body = bytearray()
-                for chunk in response.iter_content(chunk_size=64 * 1024):
+                for chunk in _as_it_arrives(response):
                     body.extend(chunk)
                     if len(body) > max_bytes:
                         raise EgressError(f"response is larger than {max_bytes} bytes")
@@ -364,6 +364,28 @@ class HttpClient:
             raise EgressError("timed out", transient=True) from None
         except requests.exceptions.RequestException as exc:
             raise EgressError(f"request failed ({type(exc).__name__})") from None
+
+
+def _as_it_arrives(response: "requests.Response") -> Iterator[bytes]:
+    """The body, decoded, in pieces as they arrive: each piece is one read of the socket, so
+    the total time bound is checked at least once per read timeout, however slowly the body
+    trickles in. (`iter_content` waits for each whole chunk, so a body sent a byte at a time
+    could outlast the bound by far.) urllib3's errors become requests' own, as in
+    `iter_content`."""
+    import requests
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+
+    try:
+        while chunk := response.raw.read1(64 * 1024, decode_content=True):
+            yield chunk
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 # Errors raised while a request is being built, before anything is sent: InvalidHeader and
