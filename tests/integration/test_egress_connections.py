@@ -608,6 +608,39 @@ def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outc
     assert result == outcome
 
 
+class _Short(http.server.BaseHTTPRequestHandler):
+    """Promises 100 bytes, sends 10, and closes the connection."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b"x" * 10)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_connection_that_breaks_mid_body_is_transient_and_says_so():
+    # Given an endpoint whose connection closes short of the body it announced
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Short)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # When a request is sent there
+        with pytest.raises(EgressError) as failed:
+            HttpClient(allow_private=True).request(
+                "GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then it is worth retrying (a page is asked again, a callback tried again), saying why
+    assert failed.value.transient
+    assert str(failed.value) == "connection broke while reading the response (IncompleteRead)"
+
+
 def test_a_url_the_policy_refuses_is_refused_at_send_time_with_its_reason(listener):
     # Given a URL that create-time checks would refuse (a job record may predate a rule)
     client = HttpClient(allow_private=False, connect_timeout=2)
