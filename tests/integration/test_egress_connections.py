@@ -585,7 +585,12 @@ class _Gzip(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(
     ("size", "outcome"),
-    [(50_000, "50000 bytes"), (20_000_000, "response is larger than 100000 bytes")],
+    [
+        (50_000, "50000 bytes"),
+        (100_000, "100000 bytes"),  # exactly the bound
+        (100_001, "response is larger than 100000 bytes"),
+        (20_000_000, "response is larger than 100000 bytes"),
+    ],
 )
 def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outcome):
     # Given an endpoint that answers gzip-compressed (20 MB of zeros is about 20 kB of gzip)
@@ -604,7 +609,8 @@ def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outc
     finally:
         server.shutdown()
         server.server_close()
-    # Then a small one arrives decoded, and a large one is refused by what it decodes to
+    # Then one up to the bound arrives decoded, and a larger one is refused by what it
+    # decodes to
     assert result == outcome
 
 
