@@ -619,6 +619,36 @@ def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outc
     assert result == outcome
 
 
+class _NotGzip(_Gzip):
+    """Says its body is gzip-compressed, and sends plain bytes."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = b"not compressed at all"
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_body_that_cannot_be_decoded_fails_as_permanent_naming_the_error():
+    # Given an endpoint whose body is not in the encoding it announces
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotGzip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # When a request is sent there
+        with pytest.raises(EgressError) as failed:
+            HttpClient(allow_private=True).request(
+                "GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then it fails for good (asking again gets the same bytes), naming the kind of error
+    assert not failed.value.transient
+    assert str(failed.value) == "request failed (ContentDecodingError)"
+
+
 class _Short(http.server.BaseHTTPRequestHandler):
     """Promises 100 bytes, sends 10, and closes the connection."""
 
