@@ -365,9 +365,9 @@ class HttpClient:
         except requests.exceptions.ChunkedEncodingError as exc:
             # The connection broke mid-body (reset, or closed short of its length): a fault
             # worth retrying, as a connection that could not be made is.
-            cause = type(_root_cause(exc)).__name__
+            broken = type(_root_cause(exc)).__name__
             raise EgressError(
-                f"connection broke while reading the response ({cause})", transient=True
+                f"connection broke while reading the response ({broken})", transient=True
             ) from None
         except requests.exceptions.RequestException as exc:
             raise EgressError(f"request failed ({type(exc).__name__})") from None
