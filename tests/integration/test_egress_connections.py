@@ -1,6 +1,7 @@
 """Connections under the egress policy: every resolved address is vetted before any packet,
 and a request HTTP/1.1 cannot carry fails as permanent, without quoting its headers."""
 
+import contextlib
 import gzip
 import http.server
 import ipaddress
@@ -151,14 +152,24 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving(
+    handler: type[http.server.BaseHTTPRequestHandler], host: str = "127.0.0.1"
+) -> Iterator[int]:
+    """An HTTP server answering with `handler` on `host`, for the block; yields its port."""
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def echo_server() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(_Echo) as port:
+        yield port
 
 
 def test_a_vetted_address_is_connected_to_with_the_original_host_name(
@@ -191,18 +202,12 @@ def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_guarded_connection_tries_each_vetted_address_in_turn(dns, loopback_is_public):
     # Given a name with two addresses: nothing listens on the first, a server on the second
-    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
     dns["data.example.com"] = ["127.0.0.1", "127.0.0.2"]
-    try:
+    with serving(_Echo, "127.0.0.2") as port:
         # When the strict client fetches from it
         response = HttpClient(allow_private=False, connect_timeout=2).request(
             "GET", f"http://data.example.com:{port}/", max_bytes=100
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     # Then the refusal of the first address did not end the request: the second answered
     assert response.status == 200
     assert response.body == f"data.example.com:{port}".encode()
@@ -554,17 +559,11 @@ class _Drip(http.server.BaseHTTPRequestHandler):
 def test_a_body_that_trickles_in_past_the_total_timeout_is_cut_off_as_transient():
     # Given an endpoint that keeps each read well inside the read timeout, but whose body
     # would take 10 s
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     client = HttpClient(allow_private=True, read_timeout=5, total_timeout=1)
     started = time.monotonic()
-    try:
-        # When a request is sent there
-        with pytest.raises(EgressError) as failed:
-            client.request("GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000)
-    finally:
-        server.shutdown()
-        server.server_close()
+    # When a request is sent there
+    with serving(_Drip) as port, pytest.raises(EgressError) as failed:
+        client.request("GET", f"http://127.0.0.1:{port}/", max_bytes=1000)
     # Then it was given up soon after the total timeout, as a failure worth retrying
     assert time.monotonic() - started < 5
     assert str(failed.value) == "response took longer than 1 s"
@@ -599,21 +598,16 @@ class _Gzip(http.server.BaseHTTPRequestHandler):
 )
 def test_a_compressed_body_is_decoded_and_bounded_by_its_decoded_size(size, outcome):
     # Given an endpoint that answers gzip-compressed (20 MB of zeros is about 20 kB of gzip)
-    handler = type("Handler", (_Gzip,), {"size": size})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    with serving(type("Handler", (_Gzip,), {"size": size})) as port:
         # When a response bounded to 100 kB is read
         try:
-            response = HttpClient(allow_private=True).request("GET", url, max_bytes=100_000)
+            response = HttpClient(allow_private=True).request(
+                "GET", f"http://127.0.0.1:{port}/", max_bytes=100_000
+            )
             result = f"{len(response.body)} bytes"
             assert response.body == b"0" * size
         except EgressError as exc:
             result = str(exc)
-    finally:
-        server.shutdown()
-        server.server_close()
     # Then one up to the bound arrives decoded, and a larger one is refused by what it
     # decodes to
     assert result == outcome
@@ -633,17 +627,9 @@ class _NotGzip(_Gzip):
 
 def test_a_body_that_cannot_be_decoded_fails_as_permanent_naming_the_error():
     # Given an endpoint whose body is not in the encoding it announces
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotGzip)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        # When a request is sent there
-        with pytest.raises(EgressError) as failed:
-            HttpClient(allow_private=True).request(
-                "GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000
-            )
-    finally:
-        server.shutdown()
-        server.server_close()
+    # When a request is sent there
+    with serving(_NotGzip) as port, pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=True).request("GET", f"http://127.0.0.1:{port}/", max_bytes=1000)
     # Then it fails for good (asking again gets the same bytes), naming the kind of error
     assert not failed.value.transient
     assert str(failed.value) == "request failed (ContentDecodingError)"
@@ -666,17 +652,9 @@ class _Short(http.server.BaseHTTPRequestHandler):
 
 def test_a_connection_that_breaks_mid_body_is_transient_and_says_so():
     # Given an endpoint whose connection closes short of the body it announced
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Short)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        # When a request is sent there
-        with pytest.raises(EgressError) as failed:
-            HttpClient(allow_private=True).request(
-                "GET", f"http://127.0.0.1:{server.server_address[1]}/", max_bytes=1000
-            )
-    finally:
-        server.shutdown()
-        server.server_close()
+    # When a request is sent there
+    with serving(_Short) as port, pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=True).request("GET", f"http://127.0.0.1:{port}/", max_bytes=1000)
     # Then it is worth retrying (a page is asked again, a callback tried again), saying why
     assert failed.value.transient
     assert str(failed.value) == "connection broke while reading the response (IncompleteRead)"
