@@ -24,9 +24,13 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    DecodeError,
     LocationParseError,
     NameResolutionError,
     NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
 )
 from urllib3.util import connection
 
@@ -380,7 +384,6 @@ def _as_it_arrives(response: "requests.Response") -> Iterator[bytes]:
     could outlast the bound by far.) urllib3's errors become requests' own, as in
     `iter_content`."""
     import requests
-    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
     try:
         while chunk := response.raw.read1(64 * 1024, decode_content=True):
