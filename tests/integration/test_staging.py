@@ -910,7 +910,8 @@ def test_messages_for_an_unknown_job_or_an_older_continuation_are_ignored(
     assert deliver(fns, unknown, Context()) == {"batchItemFailures": []}
     # Then neither fetched, staged nor queued anything, and the logs say why
     assert len(endpoint.calls) == calls
-    [third] = [receive_stage(aws, factory_env)]
+    third = receive_stage(aws, factory_env)
+    assert third is not None
     assert json.loads(third["Body"]) == {"job_name": job, "continuation": 2}
     assert receive_stage(aws, factory_env) is None
     logged = [(r["message"], r["job_name"], r["level"]) for r in factory_logs.records]
