@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from werkzeug import Response
 
+from aifactory import metrics as metrics_module
 from aifactory import runtime
 from aifactory.metrics import metrics
 from tests.integration.flow import (
@@ -163,3 +164,25 @@ def test_a_job_that_fails_while_staging_counts_as_ended_failed(
         ("Count", 1.0, {"service": "aifactory", "status": "Failed"})
     ]
     assert emitted.named("RecordsStaged") == []
+
+
+def test_with_metrics_switched_off_as_the_local_factory_does_nothing_is_printed(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch, emitted
+):
+    # Given metrics switched off, as the local Factory runs (its terminal is for people)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    records = [{"text": f"t{i}", "label": "a"} for i in range(3)]
+    httpserver.expect_request("/data").respond_with_handler(Dataset(records))
+    httpserver.expect_request("/gone").respond_with_data("no", status=404)
+    # When jobs are created, staged and ended, one of them during staging, more than a
+    # hundred times over for one metric
+    for _ in range(101):
+        metrics_module.job_created()
+    for path in ("/data", "/gone"):
+        status, answer, _ = call(
+            fns, "create_training_job", seed_request(httpserver.url_for(path), callbacks.url)
+        )
+        assert status == 200, answer
+    stage_pending(fns, aws, factory_env)
+    # Then no metric line was printed, not even the ones Powertools prints on its own
+    assert emitted.read() == []

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import Metrics, MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from aifactory import timefmt
 
@@ -39,12 +40,20 @@ CALLBACKS_FAILED = "CallbacksFailed"
 CALLBACK_LATENCY_SECONDS = "CallbackLatencySeconds"
 
 
+def _add(name: str, unit: MetricUnit, value: float) -> None:
+    # POWERTOOLS_METRICS_DISABLED (the local Factory sets it) only stops the flush: a metric
+    # that reaches 100 values is still printed, and a disabled flush never clears them. So a
+    # disabled Factory records nothing at all.
+    if not is_metrics_disabled():
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
 def count(name: str, value: float = 1) -> None:
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    _add(name, MetricUnit.Count, value)
 
 
 def seconds(name: str, value: float) -> None:
-    metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=max(0.0, float(value)))
+    _add(name, MetricUnit.Seconds, max(0.0, float(value)))
 
 
 def job_created() -> None:
@@ -53,6 +62,8 @@ def job_created() -> None:
 
 def job_ended(status: str) -> None:
     """One job reached a terminal status; `status` is its dimension (five values at most)."""
+    if is_metrics_disabled():  # single_metric prints whatever the setting says
+        return
     with single_metric(
         name=JOBS_ENDED,
         unit=MetricUnit.Count,
@@ -67,7 +78,7 @@ def staged(*, started_at: str | None, records: int, size: int, retries: int) -> 
     """A dataset was staged: its records, bytes and page retries, and the time it took from
     the job's creation (continuations included)."""
     count(RECORDS_STAGED, records)
-    metrics.add_metric(name=BYTES_STAGED, unit=MetricUnit.Bytes, value=size)
+    _add(BYTES_STAGED, MetricUnit.Bytes, size)
     count(PAGE_RETRIES, retries)
     if started_at:
         seconds(STAGING_SECONDS, _since(started_at))
