@@ -45,6 +45,13 @@ class Listener:
         self.sock.close()
 
 
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def listener() -> Iterator[Listener]:
     sock = Listener("127.0.0.1")
@@ -120,10 +127,7 @@ def test_literal_refused_addresses_in_any_spelling_get_no_packet(listener, url):
 
 def test_refusal_reads_the_same_whether_or_not_something_listens(dns, listener):
     # Given two names for loopback: one port with a listener, one port with none
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    closed_port = closed.getsockname()[1]
-    closed.close()
+    closed_port = unused_port()
     dns["open.example.com"] = ["127.0.0.1"]
     dns["closed.example.com"] = ["127.0.0.1"]
     client = HttpClient(allow_private=False, connect_timeout=2)
@@ -172,25 +176,6 @@ def echo_server() -> Iterator[int]:
         yield port
 
 
-def test_a_vetted_address_is_connected_to_with_the_original_host_name(
-    dns, echo_server, monkeypatch
-):
-    # Given a name whose every address is allowed (loopback counted as public for this test)
-    real_allowed = egress.address_allowed
-    monkeypatch.setattr(
-        egress,
-        "address_allowed",
-        lambda a: a == ipaddress.ip_address("127.0.0.1") or real_allowed(a),
-    )
-    dns["hooks.example.com"] = ["127.0.0.1"]
-    client = HttpClient(allow_private=False)
-    # When it is fetched
-    response = client.request("GET", f"http://hooks.example.com:{echo_server}/", max_bytes=100)
-    # Then the connection went to the vetted address and Host still names the server
-    assert response.status == 200
-    assert response.body == f"hooks.example.com:{echo_server}".encode()
-
-
 @pytest.fixture
 def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
     """Count 127.0.0.0/8 as public, so the strict client's own connections reach the test's
@@ -198,6 +183,19 @@ def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
     real_allowed = egress.address_allowed
     loopback = ipaddress.ip_network("127.0.0.0/8")
     monkeypatch.setattr(egress, "address_allowed", lambda a: a in loopback or real_allowed(a))
+
+
+def test_a_vetted_address_is_connected_to_with_the_original_host_name(
+    dns, echo_server, loopback_is_public
+):
+    # Given a name whose every address is allowed (loopback counted as public for this test)
+    dns["hooks.example.com"] = ["127.0.0.1"]
+    client = HttpClient(allow_private=False)
+    # When it is fetched
+    response = client.request("GET", f"http://hooks.example.com:{echo_server}/", max_bytes=100)
+    # Then the connection went to the vetted address and Host still names the server
+    assert response.status == 200
+    assert response.body == f"hooks.example.com:{echo_server}".encode()
 
 
 def test_a_guarded_connection_tries_each_vetted_address_in_turn(dns, loopback_is_public):
@@ -217,10 +215,7 @@ def test_a_guarded_connection_every_address_refuses_is_transient_and_names_its_c
     dns, loopback_is_public
 ):
     # Given a name whose two addresses both refuse connections
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
+    port = unused_port()
     dns["data.example.com"] = ["127.0.0.1", "127.0.0.3"]
     # When the strict client sends a request there
     with pytest.raises(EgressError) as failed:
@@ -448,7 +443,7 @@ def _self_signed(tmp_path, name: str) -> tuple[str, str]:
 
 
 def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
-    dns, monkeypatch, tmp_path
+    dns, loopback_is_public, tmp_path
 ):
     import ssl
 
@@ -463,12 +458,6 @@ def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
     port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    real_allowed = egress.address_allowed
-    monkeypatch.setattr(
-        egress,
-        "address_allowed",
-        lambda a: a == ipaddress.ip_address("127.0.0.1") or real_allowed(a),
-    )
     dns["hooks.example.com"] = ["127.0.0.1"]
     dns["other.example.com"] = ["127.0.0.1"]
     client = HttpClient(allow_private=False)
@@ -492,10 +481,7 @@ def test_tls_to_a_vetted_address_keeps_sni_and_certificate_checks_for_the_name(
 
 def test_a_refused_connection_is_transient_and_names_its_cause():
     # Given a port nothing listens on
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
+    port = unused_port()
     # When a request is sent there
     with pytest.raises(EgressError) as failed:
         HttpClient(allow_private=True, connect_timeout=2).request(
