@@ -752,6 +752,128 @@ def test_a_delivery_after_the_training_job_was_created_goes_on_with_it(
     assert [c.json["status"] for c in callbacks.received] == ["Completed"]
 
 
+@pytest.mark.parametrize(
+    "code", ["ValidationException", "ResourceLimitExceeded", "AccessDeniedException"]
+)
+def test_a_training_job_sagemaker_refuses_fails_the_job_and_deletes_its_dataset(
+    fns, aws, factory_env, callbacks, serve, monkeypatch, code
+):
+    # Given SageMaker refusing the training job (moto accepts any), for good
+    rt = runtime.get_runtime()
+    asked: list[str] = []
+
+    def refuse(**params: Any) -> None:
+        asked.append(params["TrainingJobName"])
+        raise ClientError(
+            {"Error": {"Code": code, "Message": "image not found: acme/trainer:9"}},
+            "CreateTrainingJob",
+        )
+
+    monkeypatch.setattr(rt.training, "create", refuse)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    # When it is staged (stage_pending asserts the message is not retried)
+    stage_pending(fns, aws, factory_env)
+    # Then it was asked once, and the job failed with SageMaker's words, in its callback too
+    assert asked == [job]
+    reason = "SageMaker refused the training job: image not found: acme/trainer:9"
+    final = status_of(fns, job)
+    assert (final["status"], final["failure_reason"]) == ("Failed", reason)
+    [received] = callbacks.received
+    assert (received.json["status"], received.json["failure_reason"]) == ("Failed", reason)
+    # and, as every failure does, it left nothing staged: no shard and no manifest
+    assert nothing_staged(aws, factory_env, job)
+    assert "sagemaker_job" not in job_item(aws, factory_env, job)
+
+
+def test_a_throttled_create_is_retried_by_its_message_and_then_goes_on(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given SageMaker throttling the first CreateTrainingJob
+    rt = runtime.get_runtime()
+    real_create = rt.training.create
+    asked: list[str] = []
+
+    def throttle_once(**params: Any) -> None:
+        asked.append(params["TrainingJobName"])
+        if len(asked) == 1:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                "CreateTrainingJob",
+            )
+        real_create(**params)
+
+    monkeypatch.setattr(rt.training, "create", throttle_once)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    message = receive_stage(aws, factory_env)
+    # When the first delivery meets the throttling, it is handed back to SQS
+    assert deliver(fns, message, Context())["batchItemFailures"]
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+    # and the next delivery creates the job from the dataset already staged
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    assert asked == [job, job]
+    assert job_item(aws, factory_env, job)["sagemaker_job"] is True
+    assert manifest_of(aws, factory_env, job)["records"] == 25
+    assert not no_training_job(aws, job)
+    assert callbacks.received == []
+
+
+def test_a_stop_while_the_training_job_is_being_created_is_passed_on(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given a client that stops the job while CreateTrainingJob is in flight
+    rt = runtime.get_runtime()
+    real_create = rt.training.create
+    stopped: list[str] = []
+
+    def stop_meanwhile(**params: Any) -> None:
+        real_create(**params)
+        answer = call(fns, "stop_training_job", {"job_name": params["TrainingJobName"]})
+        assert answer[0] == 200
+
+    monkeypatch.setattr(rt.training, "create", stop_meanwhile)
+    monkeypatch.setattr(rt.training, "stop", stopped.append)  # moto has no StopTrainingJob
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then the stop reached SageMaker once, from staging (the API saw no SageMaker job yet)
+    assert stopped == [job]
+    # and the job is Stopping, with no callback until SageMaker says it ended
+    assert status_of(fns, job)["status"] == "Stopping"
+    assert job_item(aws, factory_env, job)["sagemaker_job"] is True
+    assert callbacks.received == []
+
+
+def test_a_stop_sagemaker_refuses_to_pass_on_is_logged_and_staging_still_ends(
+    fns, aws, factory_env, callbacks, serve, monkeypatch, factory_logs
+):
+    # Given a stop during CreateTrainingJob that SageMaker then refuses to carry out
+    rt = runtime.get_runtime()
+    real_create = rt.training.create
+
+    def stop_meanwhile(**params: Any) -> None:
+        real_create(**params)
+        call(fns, "stop_training_job", {"job_name": params["TrainingJobName"]})
+
+    def refuse(job_name: str) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ValidationException", "Message": "already ended"}},
+            "StopTrainingJob",
+        )
+
+    monkeypatch.setattr(rt.training, "create", stop_meanwhile)
+    monkeypatch.setattr(rt.training, "stop", refuse)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    # When it is staged (stage_pending asserts the message is not retried)
+    stage_pending(fns, aws, factory_env)
+    # Then the operators are told, and the job is left to SageMaker's own end
+    [record] = [r for r in factory_logs.records if r["message"] == "could not pass on a stop"]
+    assert (record["level"], record["job_name"], record["code"]) == (
+        "WARNING",
+        job,
+        "ValidationException",
+    )
+    assert job_item(aws, factory_env, job)["sagemaker_job"] is True
+
+
 def test_a_stop_after_the_last_page_leaves_no_manifest(
     fns, aws, factory_env, callbacks, serve, monkeypatch, factory_logs
 ):

@@ -814,7 +814,8 @@ def _start_training(rt: Runtime, job: dict[str, Any]) -> None:
             pass  # created by an earlier delivery of this message
         elif code in ("ValidationException", "ResourceLimitExceeded", "AccessDeniedException"):
             message = aws.error_message(exc) or code
-            _end(rt, job_name, "Failed", f"SageMaker refused the training job: {message}")
+            # A failure like any other: the staged dataset goes too, nothing is left behind.
+            _abandon(rt, job_name, "Failed", f"SageMaker refused the training job: {message}")
             return
         else:
             raise
