@@ -1007,6 +1007,33 @@ def test_an_invocation_that_lost_its_job_to_another_stops_and_the_other_finishes
     assert status_of(fns, job)["secondary_status"] == "Starting"
 
 
+def test_a_delivery_that_loses_the_race_to_create_the_checkpoint_takes_it_over(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given a job with no checkpoint yet, and another delivery of its message that creates
+    # one between this invocation's read of the job and its own claim
+    items = records(25)
+    endpoint = Endpoint(items)
+    job = create(fns, serve(endpoint), callbacks)
+    store = runtime.get_runtime().store
+    real_claim = store.claim_staging
+    claims: list[bool] = []
+
+    def raced(job_name: str, token: str, continuation: int, initial: Any) -> Any:
+        if not claims:
+            real_claim(job_name, "the-other-delivery", 0, initial)
+        claims.append(initial is not None)
+        return real_claim(job_name, token, continuation, initial)
+
+    monkeypatch.setattr(store, "claim_staging", raced)
+    # When this invocation goes on
+    assert deliver(fns, receive_stage(aws, factory_env), Context()) == {"batchItemFailures": []}
+    # Then its creation was refused, and it took the checkpoint over and staged the job
+    assert claims == [True, False]
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
 def test_messages_for_an_unknown_job_or_an_older_continuation_are_ignored(
     fns, aws, factory_env, callbacks, serve, settings_override, factory_logs
 ):
