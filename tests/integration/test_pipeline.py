@@ -160,6 +160,31 @@ def test_other_spellings_of_the_paging_contract(fns, aws, factory_env, callbacks
     assert status_of(fns, job)["secondary_status"] == "Starting"
 
 
+@pytest.mark.parametrize("params_in", ["json", "query"])
+def test_a_post_endpoint_can_take_its_paging_as_json_or_in_the_query(
+    fns, aws, factory_env, callbacks, httpserver, params_in
+):
+    # Given a POST endpoint whose URL already has a query, reading its paging from a JSON
+    # body or from the query, and answering 25 records
+    seen = []
+
+    def handler(request):
+        paging = request.get_json() if params_in == "json" else request.args
+        seen.append((request.args.get("tenant"), int(paging["offset"]), int(paging["page_size"])))
+        start, size = int(paging["offset"]), int(paging["page_size"])
+        return Response(json.dumps({"datasets": RECORDS[start : start + size]}))
+
+    httpserver.expect_request("/data", method="POST").respond_with_handler(handler)
+    url = httpserver.url_for("/data") + "?tenant=acme"
+    body = seed_request(url, callbacks.url, page_size=10)
+    body["dataset_endpoint"]["params_in"] = params_in
+    job = create(fns, body)
+    stage_pending(fns, aws, factory_env)
+    # Then each page was asked as it says, the URL's own query kept
+    assert sorted(seen)[:3] == [("acme", 0, 10), ("acme", 10, 10), ("acme", 20, 10)]
+    assert staged_data(aws, factory_env, job).count(b"\n") == len(RECORDS)
+
+
 # -- stops ------------------------------------------------------------------------------------
 def test_stop_while_staging_creates_no_training_job_and_calls_back_stopped(
     fns, aws, factory_env, callbacks, httpserver
