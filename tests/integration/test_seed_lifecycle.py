@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+from datetime import datetime, timedelta
 
 import requests
 
@@ -76,8 +77,19 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    assert manifest["retries"] == 0
+    assert (manifest["job_name"], manifest["method"], manifest["format"]) == (
+        job,
+        "POST",
+        "application/jsonlines",
+    )
+    assert (manifest["retries"], manifest["continuations"]) == (0, 0)
     assert manifest["source_url"] == httpserver.url_for("/v1/ml/datasets/fetch")
+    # staged after the job was created (its name's UTC stamp), in the seed's time format
+    stamp = re.search(r"-(\d{8})-(\d{6})-", job)
+    assert stamp is not None
+    created = datetime.strptime("".join(stamp.groups()), "%Y%m%d%H%M%S")
+    staged = datetime.strptime(manifest["staged_at"], "%Y-%m-%d %H:%M:%S")
+    assert timedelta(0) <= staged - created < timedelta(minutes=1)
     assert "dataset-secret-example" not in json.dumps(manifest)
 
     # and SageMaker was asked to train with the request's image, hyperparameters and resources
