@@ -1,6 +1,7 @@
 """The job record moves only forward: newer progress shows, an end is final and named, a stop
 may be repeated, and no job is ever overwritten by another."""
 
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from aifactory import aws as aws_clients
@@ -74,3 +75,41 @@ def test_a_colliding_job_name_never_overwrites_the_job_that_has_it(
         Key={"job_name": "sage-maker-train-collision"}
     )["Item"]
     assert (item["owner"], item["creator"]) == ("collision-key-1", "first")
+
+
+def test_a_job_whose_staging_cannot_be_queued_is_taken_back(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch, settings_override
+):
+    from aifactory import runtime
+
+    # Given a client allowed one active job, and a stage queue that refuses the message
+    settings_override(MAX_ACTIVE_JOBS_PER_OWNER="1")
+    key = "queue-down-key"
+    httpserver.expect_request("/data").respond_with_handler(Dataset([{"text": "t"}]))
+    body = seed_request(httpserver.url_for("/data"), callbacks.url)
+    rt = runtime.get_runtime()
+    real_send = rt.queues.send
+
+    def refuse(queue_url, body, delay_seconds=0):
+        raise ClientError(
+            {"Error": {"Code": "ServiceUnavailable", "Message": "try later"}}, "SendMessage"
+        )
+
+    monkeypatch.setattr(rt.queues, "send", refuse)
+    # When it creates a job
+    status, answer, _ = call(fns, "create_training_job", body, key_id=key)
+    # Then the create fails as a server error, and no job is left that would never move
+    assert (status, answer["status"]) == (500, "error")
+    listed = call(fns, "check_trained_job", {}, key_id=key)[1]
+    assert listed == []
+    assert (
+        aws.dynamodb.Table(factory_env["JOBS_TABLE"]).scan(
+            FilterExpression="#o = :o",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":o": key},
+        )["Items"]
+        == []
+    )
+    # and once the queue takes messages again, the client's one slot is free
+    monkeypatch.setattr(rt.queues, "send", real_send)
+    assert call(fns, "create_training_job", body, key_id=key)[0] == 200
