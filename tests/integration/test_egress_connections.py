@@ -523,6 +523,35 @@ def test_an_endpoint_that_never_answers_times_out(listener):
     assert failed.transient and str(failed) == "timed out"
 
 
+class _Stall(http.server.BaseHTTPRequestHandler):
+    """Answers at once with 10 of its 100 bytes, then sends nothing for 3 s."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
+            time.sleep(3)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_body_that_stalls_past_the_read_timeout_times_out_as_transient():
+    # Given an endpoint that stops sending in the middle of its body
+    client = HttpClient(allow_private=True, read_timeout=0.5, total_timeout=60)
+    # When a request is sent there
+    with serving(_Stall) as port, pytest.raises(EgressError) as failed:
+        client.request("GET", f"http://127.0.0.1:{port}/", max_bytes=1000)
+    # Then it timed out, worth retrying, and is not mistaken for a connection never made
+    assert str(failed.value) == "timed out"
+    assert failed.value.transient
+
+
 class _Drip(http.server.BaseHTTPRequestHandler):
     """Answers at once, then sends its body a byte every 0.1 s for up to 10 s."""
 

@@ -382,7 +382,7 @@ def _as_it_arrives(response: "requests.Response") -> Iterator[bytes]:
     the total time bound is checked at least once per read timeout, however slowly the body
     trickles in. (`iter_content` waits for each whole chunk, so a body sent a byte at a time
     could outlast the bound by far.) urllib3's errors become requests' own, as in
-    `iter_content`."""
+    `iter_content`, except that a read timeout is a timeout (not a failure to connect)."""
     import requests
 
     try:
@@ -393,7 +393,7 @@ def _as_it_arrives(response: "requests.Response") -> Iterator[bytes]:
     except DecodeError as exc:
         raise requests.exceptions.ContentDecodingError(exc) from exc
     except ReadTimeoutError as exc:
-        raise requests.exceptions.ConnectionError(exc) from exc
+        raise requests.exceptions.ReadTimeout(exc) from exc
     except SSLError as exc:
         raise requests.exceptions.SSLError(exc) from exc
 
