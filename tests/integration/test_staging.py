@@ -61,11 +61,23 @@ class Endpoint:
         self.calls: list[tuple[int, float, int]] = []  # (offset, time, status)
         self.on_call: Callable[[int], None] | None = None
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most requests it was answering at once
 
     def offsets(self) -> list[int]:
         return [offset for offset, _, _ in self.calls]
 
     def __call__(self, request: Request) -> Response:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return self._answer(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, request: Request) -> Response:
         offset, size = int(request.form["offset"]), int(request.form["page_size"])
         with self.lock:
             answer = self.faults.pop(0) if self.faults else None
@@ -311,6 +323,21 @@ def test_pages_are_written_in_order_and_never_requested_far_past_the_end(
     assert sorted(set(pages))[:10] == list(range(10))
     assert max(pages) - 9 < 16
     assert len(pages) == len(set(pages))  # and no page twice
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_no_more_requests_than_the_concurrency_are_in_flight_at_once(
+    fns, aws, factory_env, callbacks, serve, settings_override, concurrency
+):
+    # Given 20 pages, each answered in 50 ms, and a bound on the requests in flight
+    settings_override(STAGING_CONCURRENCY=str(concurrency))
+    items = records(195)
+    endpoint = Endpoint(items, latency=lambda offset: 0.05)
+    job = create(fns, serve(endpoint), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then every record was staged, and the endpoint saw exactly that many requests at once
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert endpoint.most_in_flight == concurrency
 
 
 def test_one_slow_page_does_not_hold_the_others_back(
