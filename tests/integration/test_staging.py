@@ -508,10 +508,19 @@ def test_staging_continues_past_the_time_limit_in_new_invocations(
     staged = [(r["staged_records"], r["staged_pages"]) for r in handovers]
     assert staged == sorted(staged) and all(n == pages * PAGE for n, pages in staged)
     assert staged[0][0] > 0 and staged[-1][0] < 295
+    # and the end of staging was logged once, with the totals the manifest has
+    [done] = [r for r in factory_logs.records if r["message"] == "dataset staged"]
+    assert {k: done[k] for k in ("job_name", "records", "pages", "shards", "continuations")} == {
+        "job_name": job,
+        "records": 295,
+        "pages": 30,
+        "shards": len(manifest["shards"]),
+        "continuations": len(seen) - 1,
+    }
 
 
 def test_retries_of_every_invocation_of_a_chain_are_counted(
-    fns, aws, factory_env, callbacks, serve, settings_override
+    fns, aws, factory_env, callbacks, serve, settings_override, factory_logs
 ):
     # Given a page retried in the first invocation, another in the second, and invocations
     # whose time runs out after 4 requests
@@ -524,6 +533,8 @@ def test_retries_of_every_invocation_of_a_chain_are_counted(
     assert len(seen) >= 3
     manifest = manifest_of(aws, factory_env, job)
     assert (manifest["records"], manifest["retries"]) == (95, 2)
+    [done] = [r for r in factory_logs.records if r["message"] == "dataset staged"]
+    assert done["retries"] == 2
 
 
 def test_a_chain_longer_than_its_bound_fails_the_job(
