@@ -962,7 +962,7 @@ def test_a_dataset_that_cannot_be_deleted_still_ends_the_job_and_says_so(
 
 
 def test_a_crash_on_the_last_attempt_deletes_shards_past_the_checkpoint(
-    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
+    fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch, factory_logs
 ):
     # Given a message on its last attempt, whose invocation dies after uploading its second
     # shard and before checkpointing it
@@ -981,6 +981,35 @@ def test_a_crash_on_the_last_attempt_deletes_shards_past_the_checkpoint(
     )
     assert nothing_staged(aws, factory_env, job)
     assert [c.json["status"] for c in callbacks.received] == ["Failed"]
+    # and the operators were told why, with the traceback
+    [record] = [r for r in factory_logs.records if r["message"] == "staging failed unexpectedly"]
+    assert (record["level"], record["job_name"]) == ("ERROR", job)
+    assert "died before the checkpoint" in record["exception"]
+
+
+def test_a_crash_on_the_last_attempt_after_the_training_job_was_recorded_leaves_it_be(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given a message on its last attempt, whose invocation dies just after recording the
+    # training job SageMaker now has
+    rt = runtime.get_runtime()
+    real_mark = rt.store.mark_sagemaker_created
+
+    def mark_then_die(job_name: str) -> Any:
+        real_mark(job_name)
+        raise RuntimeError("died after recording the training job")
+
+    monkeypatch.setattr(rt.store, "mark_sagemaker_created", mark_then_die)
+    job = create(fns, serve(Endpoint(records(25))), callbacks)
+    message = receive_stage(aws, factory_env)
+    assert deliver(fns, message, Context(), receives=STAGE_MAX_RECEIVES) == {
+        "batchItemFailures": []
+    }
+    # Then the job is left to SageMaker (its events end it): not failed, its dataset intact
+    assert status_of(fns, job)["status"] == "InProgress"
+    assert manifest_of(aws, factory_env, job)["records"] == 25
+    assert staged_keys(aws, factory_env, job)
+    assert callbacks.received == []
 
 
 def test_a_repeated_or_stale_message_stages_nothing_twice(
