@@ -125,6 +125,16 @@ def test_attempts_per_page_are_bounded() -> None:
     assert http.requests == 3
 
 
+def test_a_single_attempt_per_page_is_tried_once_and_says_so() -> None:
+    http = ScriptedHttp(*[HttpResponse(503, b"")] * 2)
+    rt = fake_runtime(http=http, env={"STAGING_MAX_PAGE_ATTEMPTS": "1"})
+    fetch = PageFetcher(rt, ENDPOINT, {})
+    with pytest.raises(StagingFailed) as failed:
+        fetch.fetch(0, 2)
+    assert str(failed.value) == "dataset endpoint at offset 0 answered HTTP 503 (tried once)"
+    assert (http.requests, fetch.retries) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
