@@ -132,14 +132,19 @@ $(MUTATE_VENV)/.installed: requirements-dev.txt requirements-mutate.txt layers/c
 	$(MUTATE_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
+# `make mutate MODULE=store SAMPLE=60` runs a random sample of the module's mutants (SEED=0 by
+# default) and prints its score with a 95% interval, an estimate of the whole module's.
 mutate: $(MUTATE_VENV)/.installed
+	@$(if $(SAMPLE),$(if $(MODULE),,$(error SAMPLE needs a MODULE, e.g. make mutate MODULE=store SAMPLE=60)))
 	@mkdir -p .mutation
 	@for f in tests functions events local template.yaml pyproject.toml; do ln -sfn ../$$f .mutation/$$f; done
 	@ln -sfn ../layers/common/aifactory .mutation/aifactory
+	$(if $(SAMPLE),$(MUTATE_VENV)/bin/python benchmarks/mutation_sample.py $(MODULE) $(SAMPLE) $(or $(SEED),0) >.mutation/sample.txt)
 	@# The property tests run 50 examples per mutant instead of 1,000.
-	cd .mutation && AIFACTORY_FUZZ_EXAMPLES=50 ../$(MUTATE_VENV)/bin/mutmut run $(if $(MODULE),"aifactory.$(MODULE).*") >mutmut.log 2>&1 \
+	cd .mutation && AIFACTORY_FUZZ_EXAMPLES=50 ../$(MUTATE_VENV)/bin/mutmut run \
+		$(if $(SAMPLE),$$(cat sample.txt),$(if $(MODULE),"aifactory.$(MODULE).*")) >mutmut.log 2>&1 \
 		|| { tail -40 mutmut.log; exit 1; }
-	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE)
+	$(MUTATE_VENV)/bin/python benchmarks/mutation_score.py .mutation/mutants $(MODULE) $(if $(SAMPLE),.mutation/sample.txt)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(SAM) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
