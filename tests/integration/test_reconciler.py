@@ -299,3 +299,80 @@ def test_staging_that_is_still_moving_is_left_alone(
     # Then staging is neither re-queued nor failed
     assert swept.get("requeued", 0) == 0 and swept.get("failed", 0) == 0
     assert status_of(fns, job)["status"] == "InProgress"
+
+
+def test_a_job_stuck_before_its_training_job_was_created_is_requeued_and_goes_on(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    from aifactory import runtime
+    from tests.integration.flow import manifest_of
+    from tests.integration.test_staging import Endpoint, create, deliver, receive_stage, records
+
+    clock = Clock(monkeypatch)
+    # Given a job whose dataset is staged, and whose invocation then died before
+    # CreateTrainingJob, its message lost with it
+    endpoint = Endpoint(records(25))
+    httpserver.expect_request("/data").respond_with_handler(endpoint)
+    job = create(fns, httpserver.url_for("/data"), callbacks)
+    rt = runtime.get_runtime()
+    real_create = rt.training.create
+
+    def dies(**params):
+        raise Killed()
+
+    monkeypatch.setattr(rt.training, "create", dies)
+    message = receive_stage(aws, factory_env)
+    with pytest.raises(Killed):
+        deliver(fns, message, Context())
+    stage_url = factory_env["STAGE_QUEUE_URL"]
+    aws.sqs.delete_message(QueueUrl=stage_url, ReceiptHandle=message["ReceiptHandle"])
+    monkeypatch.setattr(rt.training, "create", real_create)
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+    fetched = len(endpoint.calls)
+    # When the reconciler sweeps past the bound
+    clock.advance(5 * 3600 + 1)
+    assert sweep(fns)["requeued"] == 1
+    # Then the message queued again creates the training job from the dataset staged before
+    assert deliver(fns, receive_stage(aws, factory_env), Context()) == {"batchItemFailures": []}
+    assert table(aws, factory_env).get_item(Key={"job_name": job})["Item"]["sagemaker_job"]
+    assert manifest_of(aws, factory_env, job)["records"] == 25
+    assert len(endpoint.calls) == fetched  # the dataset was not fetched again
+
+
+def test_two_sweeps_racing_requeue_a_stuck_job_once(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    from aifactory import runtime
+
+    clock = Clock(monkeypatch)
+    # Given a job whose staging message was lost, past the bound
+    job = call(
+        fns, "create_training_job", seed_request(httpserver.url_for("/data"), callbacks.url)
+    )[1]["job_name"]
+    stage_url = factory_env["STAGE_QUEUE_URL"]
+    [lost] = aws.sqs.receive_message(QueueUrl=stage_url)["Messages"]
+    aws.sqs.delete_message(QueueUrl=stage_url, ReceiptHandle=lost["ReceiptHandle"])
+    clock.advance(5 * 3600 + 1)
+    # When a second sweep runs while the first one holds what it read of the job
+    store = runtime.get_runtime().store
+    real_get = store.get
+    inner: list[dict] = []
+
+    def read_then_race(job_name):
+        item = real_get(job_name)
+        if job_name == job and not racing:
+            racing.append(job_name)
+            inner.append(sweep(fns))
+        return item
+
+    racing: list[str] = []
+
+    monkeypatch.setattr(store, "get", read_then_race)
+    outer = sweep(fns)
+    # Then one of them re-queued it, and the job was queued for staging exactly once
+    assert (inner[0]["requeued"], outer["requeued"]) == (1, 0)
+    messages = aws.sqs.receive_message(
+        QueueUrl=stage_url, MaxNumberOfMessages=10, VisibilityTimeout=0
+    ).get("Messages", [])
+    assert [job in m["Body"] for m in messages] == [True]
+    assert status_of(fns, job)["status"] == "InProgress"
