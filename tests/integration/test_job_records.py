@@ -113,3 +113,33 @@ def test_a_job_whose_staging_cannot_be_queued_is_taken_back(
     # and once the queue takes messages again, the client's one slot is free
     monkeypatch.setattr(rt.queues, "send", real_send)
     assert call(fns, "create_training_job", body, key_id=key)[0] == 200
+
+
+def test_a_stop_that_races_the_end_of_training_leaves_the_end_as_it_is(
+    fns, aws, factory_env, callbacks, httpserver, monkeypatch
+):
+    from aifactory import runtime
+
+    # Given a training job that SageMaker reports Completed just as the client's stop is written
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    rt = runtime.get_runtime()
+    real_request_stop = rt.store.request_stop
+    stopped: list[str] = []
+
+    def end_first(job_name):
+        notify(fns, "notify_completed.json", job_name)
+        return real_request_stop(job_name)
+
+    monkeypatch.setattr(rt.store, "request_stop", end_first)
+    monkeypatch.setattr(rt.training, "stop", stopped.append)
+    # When the stop is asked for
+    status, answer, _ = call(fns, "stop_training_job", {"job_name": job})
+    # Then it is refused naming the end, which stays as it was, and SageMaker was not asked
+    assert status == 409
+    assert answer["message"].endswith("the training job is in status Completed.")
+    assert status_of(fns, job)["status"] == "Completed"
+    assert (
+        "stop_requested"
+        not in aws.dynamodb.Table(factory_env["JOBS_TABLE"]).get_item(Key={"job_name": job})["Item"]
+    )
+    assert stopped == []
