@@ -384,7 +384,7 @@ def test_status_shows_how_delivery_stands(fns, aws, factory_env, callbacks, http
 
 # -- 4. replay -------------------------------------------------------------------------------
 def test_redeliver_sends_the_callback_again_with_the_same_webhook_id(
-    fns, aws, factory_env, callbacks, httpserver
+    fns, aws, factory_env, callbacks, httpserver, factory_logs
 ):
     # Given a finished, signed job whose callback was delivered
     job = signed_job(fns, aws, factory_env, callbacks, httpserver)
@@ -393,6 +393,8 @@ def test_redeliver_sends_the_callback_again_with_the_same_webhook_id(
     status, answer, _ = call(fns, "redeliver_callback", {"job_name": job})
     assert (status, answer) == (202, {"status": "accepted", "job_name": job})
     assert status_of(fns, job)["callback"]["state"] == "retrying"
+    requested = [r for r in factory_logs.records if r["message"] == "callback replay requested"]
+    assert [r["job_name"] for r in requested] == [job]
     assert fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context()) == {
         "batchItemFailures": []
     }
@@ -446,7 +448,14 @@ def test_redeliver_refuses_unfinished_unknown_and_other_clients_jobs(
 ):
     job = staged_job(fns, aws, factory_env, callbacks, httpserver)
     status, answer, _ = call(fns, "redeliver_callback", {"job_name": job})
-    assert status == 409 and answer["status"] == "error" and "job_name" in answer["message"]
+    assert (status, answer) == (
+        409,
+        {
+            "status": "error",
+            "message": "job_name: the training job is in status InProgress; "
+            "only a finished job's callback can be sent again.",
+        },
+    )
     notify(fns, "notify_completed.json", job)
     status, answer, _ = call(fns, "redeliver_callback", {"job_name": job}, "otherkeyid")
     assert status == 404 and answer["status"] == "error"

@@ -50,3 +50,6 @@ def test_creating_and_stopping_log_the_job_and_what_it_is(fns, seed_body, factor
     by_message = {r["message"]: r for r in factory_logs.records if r.get("job_name") == job}
     assert by_message["job created"]["task_def"] == seed_body["task_def"]
     assert "stop requested" in by_message
+    # each with the tenant of the key that asked (the seed's caller's)
+    tenants = {by_message[m].get("tenant") for m in ("job created", "stop requested")}
+    assert tenants == {"examplekeyid1"}
