@@ -174,6 +174,34 @@ def test_jobs_recorded_before_the_index_are_listed_by_status_once_backfilled(
     assert len(everything) == len(old) + 1
 
 
+def test_the_backfill_reads_a_table_larger_than_one_scan_page_in_parallel_segments(
+    fns, store, aws, owner, monkeypatch
+):
+    # Given pre-index jobs, and scans that answer two items a page (as a table of more than
+    # 1 MB answers a page at a time)
+    table = aws.dynamodb.Table(store.table_name)
+    old = [_job(number, "Completed", owner) for number in range(7)]
+    for job in old:
+        table.put_item(Item=job)
+    real_scan = store.table.scan
+    pages: list[int] = []
+
+    def small_pages(**kwargs: Any) -> Any:
+        page = real_scan(**kwargs, Limit=2)
+        pages.append(kwargs["Segment"])
+        return page
+
+    monkeypatch.setattr(store.table, "scan", small_pages)
+    # When the backfill runs as two segments
+    written = store.backfill_status_key(segment=0, total_segments=2)
+    written += store.backfill_status_key(segment=1, total_segments=2)
+    # Then it went through many pages of both segments, and every old job is listed
+    assert pages.count(0) > 1 and pages.count(1) > 1
+    assert written >= len(old)
+    _, completed, _ = call(fns, "check_trained_job", {"status": "Completed"}, owner)
+    assert _names(completed) == [job["job_name"] for job in old[::-1]]
+
+
 def test_a_pre_index_job_enters_the_index_with_its_next_status_change(fns, store, aws, owner):
     # Given an in-progress job written before the status index existed
     job = _job(1, "InProgress", owner)
