@@ -220,6 +220,27 @@ def test_the_reconciler_reads_only_open_jobs_from_the_sparse_index(
     stage_pending(fns, aws, factory_env)
 
 
+def test_a_settled_job_left_in_the_sweep_index_is_taken_out_by_a_sweep(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a job whose callback was delivered, but which is still in the sweep index (as a
+    # record whose settling write was lost is)
+    job = staged_job(fns, aws, factory_env, callbacks, httpserver)
+    notify(fns, "notify_completed.json", job)
+    table(aws, factory_env).update_item(
+        Key={"job_name": job},
+        UpdateExpression="SET sweep = :open",
+        ExpressionAttributeValues={":open": "open"},
+    )
+    # When the reconciler sweeps
+    swept = sweep(fns)
+    # Then it checked the job, sent nothing again, and took it out of the index
+    assert swept["checked"] == 1 and swept["callbacks"] == 0
+    assert "sweep" not in table(aws, factory_env).get_item(Key={"job_name": job})["Item"]
+    assert sweep(fns)["checked"] == 0
+    assert len(callbacks.for_job(job)) == 1
+
+
 def test_a_lost_end_is_applied_even_when_sagemaker_gives_no_modification_time(
     fns, aws, factory_env, callbacks, httpserver
 ):
