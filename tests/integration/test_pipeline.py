@@ -399,6 +399,8 @@ def test_undeliverable_callback_ends_in_the_dead_letter_queue(
     assert item["callback_state"] == "failed"
     assert int(item["callback_attempts"]) == 3
     assert item["callback_last_error"] == "callback answered HTTP 500"
+    # and it is settled: out of the reconciler's sweep index, nothing left to repair
+    assert "sweep" not in item
     # and the message left the retry queue for the dead-letter queue
     assert not aws.sqs.receive_message(QueueUrl=factory_env["CALLBACK_RETRY_QUEUE_URL"]).get(
         "Messages"
