@@ -160,6 +160,27 @@ def test_other_spellings_of_the_paging_contract(fns, aws, factory_env, callbacks
     assert status_of(fns, job)["secondary_status"] == "Starting"
 
 
+def test_a_get_endpoint_is_paged_in_its_query_whatever_params_in_says(
+    fns, aws, factory_env, callbacks, httpserver
+):
+    # Given a GET endpoint, and a request that leaves params_in at its default (form)
+    seen = []
+
+    def handler(request):
+        start, size = int(request.args["offset"]), int(request.args["page_size"])
+        seen.append((request.method, start, size))
+        return Response(json.dumps({"datasets": RECORDS[start : start + size]}))
+
+    httpserver.expect_request("/data", method="GET").respond_with_handler(handler)
+    body = seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10)
+    body["dataset_endpoint"]["method"] = "GET"
+    job = create(fns, body)
+    stage_pending(fns, aws, factory_env)
+    # Then each page was asked in the query, as a GET has no body
+    assert sorted(seen)[:3] == [("GET", 0, 10), ("GET", 10, 10), ("GET", 20, 10)]
+    assert status_of(fns, job)["secondary_status"] == "Starting"
+
+
 @pytest.mark.parametrize("params_in", ["json", "query"])
 def test_a_post_endpoint_can_take_its_paging_as_json_or_in_the_query(
     fns, aws, factory_env, callbacks, httpserver, params_in

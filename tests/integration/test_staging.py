@@ -432,6 +432,24 @@ def test_shards_are_bounded_complete_objects_listed_in_the_manifest(
     assert manifest["format"] == "application/jsonlines"
 
 
+def test_a_shard_is_filled_up_to_exactly_its_size(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given 40 records of 9 bytes each as JSON lines, and shards of at most 90 bytes
+    settings_override(STAGING_SHARD_BYTES="90")
+    items = [{"n": n} for n in range(10, 50)]
+    assert {len(line) for line in jsonl(items).splitlines(keepends=True)} == {9}
+    job = create(fns, serve(Endpoint(items)), callbacks)
+    stage_pending(fns, aws, factory_env)
+    # Then each shard holds exactly ten records: 90 bytes fit in 90, not in the next shard
+    assert [shard["records"] for shard in manifest_of(aws, factory_env, job)["shards"]] == [
+        10,
+        10,
+        10,
+        10,
+    ]
+
+
 def test_the_shard_limit_admits_exactly_that_many_shards(
     fns, aws, factory_env, callbacks, serve, settings_override, monkeypatch
 ):
