@@ -146,6 +146,7 @@ def test_a_single_attempt_per_page_is_tried_once_and_says_so() -> None:
         (HttpResponse(301, b""), "redirects are not followed"),
         (HttpResponse(200, b"[1, 2]"), "no 'datasets' list"),
         (HttpResponse(200, b'{"datasets": [NaN]}'), "malformed JSON"),
+        (HttpResponse(200, b'{"datasets": [{"a": 1}], "total": Infinity}'), "malformed JSON"),
         (HttpResponse(200, b'{"datasets": [1e999]}'), "malformed JSON"),
         (HttpResponse(200, b"[" * 100_000), "malformed JSON"),
         (HttpResponse(200, b'{"datasets": ["\\ud800"]}'), "malformed JSON"),
