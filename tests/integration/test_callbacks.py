@@ -161,6 +161,7 @@ def test_every_attempt_of_a_callback_has_the_same_webhook_id_and_its_own_signatu
     }
     first, second = callbacks.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == f"msg_{job}"
+    assert first.headers["Content-Type"] == second.headers["Content-Type"] == "application/json"
     for attempt in (first, second):
         assert Webhook(SECRET).verify(attempt.body, attempt.headers)["job_name"] == job
 
@@ -395,12 +396,15 @@ def test_redeliver_sends_the_callback_again_with_the_same_webhook_id(
     assert status_of(fns, job)["callback"]["state"] == "retrying"
     requested = [r for r in factory_logs.records if r["message"] == "callback replay requested"]
     assert [r["job_name"] for r in requested] == [job]
+    delivered = [r for r in factory_logs.records if r["message"] == "callback delivered"]
+    assert [(r["job_name"], r["attempt"]) for r in delivered] == [(job, 1)]
     assert fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context()) == {
         "batchItemFailures": []
     }
     # Then a second delivery came, same webhook-id, freshly signed, and the record says so
     first, second = callbacks.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == f"msg_{job}"
+    assert first.headers["Content-Type"] == second.headers["Content-Type"] == "application/json"
     assert Webhook(SECRET).verify(second.body, second.headers)["job_name"] == job
     callback = status_of(fns, job)["callback"]
     assert (callback["state"], callback["attempts"]) == ("delivered", 1)
