@@ -169,7 +169,9 @@ def test_base64_encoded_body_is_decoded(fns, seed_body):
         (
             ("callback_url", "headers"),
             {"x-api-key": "s3cr3t\r\nInjected: 1"},
-            "callback_url.headers: header 'x-api-key'",
+            "callback_url.headers: header 'x-api-key' has a value HTTP/1.1 cannot send (only "
+            "visible Latin-1 characters, with spaces or tabs between them; no control "
+            "characters or line breaks)",
         ),
     ],
 )

@@ -77,6 +77,9 @@ def test_public_addresses_are_allowed(address):
         ("http://localhost/", "points at a local host name"),
         ("http://api.localhost/", "points at a local host name"),
         ("http://[::1]:8080/", "points at a non-public address (::1)"),
+        # numeric, so a resolver may read it as an address, yet no valid one
+        ("http://999.0.0.1/", "is not a valid address"),
+        ("http://1.2.3.4.5/", "is not a valid address"),
         ("https://example.com/a b", "must not contain whitespace"),
         ("https://example.com/" + "a" * 2100, "must be at most 2048 characters"),
         ("https://api.chappie.app/v1/ml/datasets/fetch", None),
