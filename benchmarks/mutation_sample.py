@@ -24,8 +24,6 @@ def sample(module: str, size: int, seed: int) -> list[str]:
         f"aifactory.{module}.{name}"
         for name in mutate_file_contents(str(path), path.read_text()).mutant_names
     ]
-    if size < 1:
-        raise SystemExit("SAMPLE: must be a positive number of mutants")
     # A reproducible sample, not a secret: a seeded generator is the point.
     return sorted(random.Random(seed).sample(names, min(size, len(names))))  # noqa: S311
 
@@ -34,9 +32,12 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (3, 4):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    module, size = argv[1], int(argv[2])
-    seed = int(argv[3]) if len(argv) == 4 else 0
-    print("\n".join(sample(module, size, seed)))
+    module, size, seed = argv[1], argv[2], argv[3] if len(argv) == 4 else "0"
+    if not size.isdigit() or int(size) < 1:
+        raise SystemExit(f"SAMPLE: must be a positive number of mutants, not {size!r}")
+    if not seed.isdigit():
+        raise SystemExit(f"SEED: must be a whole number, not {seed!r}")
+    print("\n".join(sample(module, int(size), int(seed))))
     return 0
 
 
