@@ -523,22 +523,30 @@ def test_an_endpoint_that_never_answers_times_out(listener):
     assert failed.transient and str(failed) == "timed out"
 
 
-class _Stall(http.server.BaseHTTPRequestHandler):
-    """Answers at once with 10 of its 100 bytes, then sends nothing for 3 s."""
+class _Paced(http.server.BaseHTTPRequestHandler):
+    """Answers at once that 100 bytes follow, then sends `pieces` pieces of `piece` bytes,
+    pausing `pause` seconds after each: by default a byte every 0.1 s for up to 10 s."""
+
+    piece, pieces, pause = 1, 100, 0.1
 
     def do_GET(self) -> None:  # noqa: N802
         self.send_response(200)
         self.send_header("Content-Length", "100")
         self.end_headers()
         try:
-            self.wfile.write(b"x" * 10)
-            self.wfile.flush()
-            time.sleep(3)
+            for _ in range(self.pieces):
+                self.wfile.write(b"x" * self.piece)
+                self.wfile.flush()
+                time.sleep(self.pause)
         except OSError:
             pass  # the client gave up
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+# 10 of its 100 bytes, then nothing for 3 s.
+_Stall = type("_Stall", (_Paced,), {"piece": 10, "pieces": 1, "pause": 3})
 
 
 def test_a_body_that_stalls_past_the_read_timeout_times_out_as_transient():
@@ -552,32 +560,13 @@ def test_a_body_that_stalls_past_the_read_timeout_times_out_as_transient():
     assert failed.value.transient
 
 
-class _Drip(http.server.BaseHTTPRequestHandler):
-    """Answers at once, then sends its body a byte every 0.1 s for up to 10 s."""
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.send_response(200)
-        self.send_header("Content-Length", "100")
-        self.end_headers()
-        try:
-            for _ in range(100):
-                self.wfile.write(b"x")
-                self.wfile.flush()
-                time.sleep(0.1)
-        except OSError:
-            pass  # the client gave up
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_a_body_that_trickles_in_past_the_total_timeout_is_cut_off_as_transient():
     # Given an endpoint that keeps each read well inside the read timeout, but whose body
     # would take 10 s
     client = HttpClient(allow_private=True, read_timeout=5, total_timeout=1)
     started = time.monotonic()
     # When a request is sent there
-    with serving(_Drip) as port, pytest.raises(EgressError) as failed:
+    with serving(_Paced) as port, pytest.raises(EgressError) as failed:
         client.request("GET", f"http://127.0.0.1:{port}/", max_bytes=1000)
     # Then it was given up soon after the total timeout, as a failure worth retrying
     assert time.monotonic() - started < 5
