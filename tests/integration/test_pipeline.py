@@ -160,49 +160,34 @@ def test_other_spellings_of_the_paging_contract(fns, aws, factory_env, callbacks
     assert status_of(fns, job)["secondary_status"] == "Starting"
 
 
-def test_a_get_endpoint_is_paged_in_its_query_whatever_params_in_says(
-    fns, aws, factory_env, callbacks, httpserver
+@pytest.mark.parametrize(
+    ("method", "params_in"),
+    [
+        ("GET", "form"),  # a GET has no body: its paging goes in the query whatever params_in says
+        ("POST", "json"),
+        ("POST", "query"),
+    ],
+)
+def test_paging_goes_where_the_method_and_params_in_say(
+    fns, aws, factory_env, callbacks, httpserver, method, params_in
 ):
-    # Given a GET endpoint, and a request that leaves params_in at its default (form)
-    seen = []
-
-    def handler(request):
-        start, size = int(request.args["offset"]), int(request.args["page_size"])
-        seen.append((request.method, start, size))
-        return Response(json.dumps({"datasets": RECORDS[start : start + size]}))
-
-    httpserver.expect_request("/data", method="GET").respond_with_handler(handler)
-    body = seed_request(httpserver.url_for("/data"), callbacks.url, page_size=10)
-    body["dataset_endpoint"]["method"] = "GET"
-    job = create(fns, body)
-    stage_pending(fns, aws, factory_env)
-    # Then each page was asked in the query, as a GET has no body
-    assert sorted(seen)[:3] == [("GET", 0, 10), ("GET", 10, 10), ("GET", 20, 10)]
-    assert status_of(fns, job)["secondary_status"] == "Starting"
-
-
-@pytest.mark.parametrize("params_in", ["json", "query"])
-def test_a_post_endpoint_can_take_its_paging_as_json_or_in_the_query(
-    fns, aws, factory_env, callbacks, httpserver, params_in
-):
-    # Given a POST endpoint whose URL already has a query, reading its paging from a JSON
-    # body or from the query, and answering 25 records
+    # Given an endpoint whose URL already has a query, reading its paging from a JSON body or
+    # from the query, and answering 30 records
     seen = []
 
     def handler(request):
         paging = request.get_json() if params_in == "json" else request.args
-        seen.append((request.args.get("tenant"), int(paging["offset"]), int(paging["page_size"])))
         start, size = int(paging["offset"]), int(paging["page_size"])
+        seen.append((request.method, request.args.get("tenant"), start, size))
         return Response(json.dumps({"datasets": RECORDS[start : start + size]}))
 
-    httpserver.expect_request("/data", method="POST").respond_with_handler(handler)
-    url = httpserver.url_for("/data") + "?tenant=acme"
-    body = seed_request(url, callbacks.url, page_size=10)
-    body["dataset_endpoint"]["params_in"] = params_in
+    httpserver.expect_request("/data", method=method).respond_with_handler(handler)
+    body = seed_request(httpserver.url_for("/data") + "?tenant=acme", callbacks.url, page_size=10)
+    body["dataset_endpoint"].update({"method": method, "params_in": params_in})
     job = create(fns, body)
     stage_pending(fns, aws, factory_env)
-    # Then each page was asked as it says, the URL's own query kept
-    assert sorted(seen)[:3] == [("acme", 0, 10), ("acme", 10, 10), ("acme", 20, 10)]
+    # Then each page was asked as they say, the URL's own query kept
+    assert sorted(seen)[:3] == [(method, "acme", offset, 10) for offset in (0, 10, 20)]
     assert staged_data(aws, factory_env, job).count(b"\n") == len(RECORDS)
 
 
