@@ -88,6 +88,12 @@ class JobStatus(_Open):
     callback: CallbackState | None = None
     staged_records: int | None = Field(default=None, description="while staging")
     staged_pages: int | None = Field(default=None, description="while staging")
+    queued_at: SeedTime | None = Field(
+        default=None, description="when the job began to wait for training capacity"
+    )
+    training_start_time: SeedTime | None = Field(
+        default=None, description="once training has started; kept once it has ended"
+    )
     report: Report | None = Field(
         default=None,
         description="once the job has ended and its callback was built; null without one",

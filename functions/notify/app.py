@@ -1,4 +1,4 @@
-"""EventBridge target for SageMaker training job state changes."""
+"""EventBridge target for training state changes: AWS Batch's service jobs, then SageMaker's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from aifactory.imports import DATA_CLASSES, import_alone
 from aifactory.log import logger
 from aifactory.metrics import metrics
-from aifactory.notifier import handle_state_change
+from aifactory.notifier import handle_batch_change, handle_state_change
 from aifactory.runtime import get_runtime
 
 if TYPE_CHECKING:
@@ -28,4 +28,7 @@ get_runtime()
 @metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> None:
-    handle_state_change(get_runtime(), dict(event.detail), event.time)
+    if event.detail_type == "Batch Service Job State Change":
+        handle_batch_change(get_runtime(), dict(event.detail), event.time)
+    else:
+        handle_state_change(get_runtime(), dict(event.detail), event.time)

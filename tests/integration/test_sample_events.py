@@ -22,6 +22,9 @@ NOTIFY = [
     "notify_completed.json",
     "notify_failed.json",
     "notify_stopped.json",
+    # AWS Batch's service job state changes (Scheduler=batch)
+    "notify_batch_queued.json",
+    "notify_batch_failed.json",
 ]
 
 
@@ -77,4 +80,4 @@ def test_scheduled_sample_events(fns, name, aws, factory_env):
         if "sweep" in item:
             jobs.update_item(Key={"job_name": item["job_name"]}, UpdateExpression="REMOVE sweep")
     counts = fns[SCHEDULED[name]].lambda_handler(load_event(name), Context())
-    assert set(counts) == {"checked", "ended", "callbacks", "requeued", "failed"}
+    assert set(counts) == {"checked", "ended", "moved", "callbacks", "requeued", "failed"}

@@ -138,6 +138,9 @@ def test_seed_request_trains_and_calls_back_with_the_seed_object(
         "aifactory:owner": "examplekeyid1",
         "aifactory:task_def": "ml_tagger",
         "aifactory:creator": "thaiph",
+        # the job's name, by which SageMaker's events find it also when AWS Batch named the
+        # training job
+        "aifactory:job": job,
     }
     assert "secret" not in json.dumps(described, default=str)
 

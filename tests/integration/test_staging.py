@@ -808,9 +808,9 @@ def test_a_delivery_after_the_training_job_was_created_goes_on_with_it(
     assert [c.json["status"] for c in callbacks.received] == ["Completed"]
 
 
-@pytest.mark.parametrize(
-    "code", ["ValidationException", "ResourceLimitExceeded", "AccessDeniedException"]
-)
+# A capacity refusal (ResourceLimitExceeded) is not among them: the job waits for capacity
+# (test_queue.py).
+@pytest.mark.parametrize("code", ["ValidationException", "AccessDeniedException"])
 def test_a_training_job_sagemaker_refuses_fails_the_job_and_deletes_its_dataset(
     fns, aws, factory_env, callbacks, serve, monkeypatch, code
 ):

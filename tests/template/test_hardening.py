@@ -73,7 +73,8 @@ def test_usage_bounds_reach_the_functions(cfn, sam_template):
     assert env["MAX_ACTIVE_JOBS_PER_OWNER"] == {"Ref": "MaxActiveJobsPerOwner"}
     assert env["ALLOWED_INSTANCE_TYPES"] == {"Ref": "AllowedInstanceTypes"}
     parameters = sam_template["Parameters"]
-    assert parameters["MaxActiveJobsPerOwner"]["Default"] == 10
+    # Waiting in the training queue is the answer to a burst: the bound is generous.
+    assert parameters["MaxActiveJobsPerOwner"]["Default"] == 100
     # The template's default and the settings' default are the same list, seed's type included
     default = parameters["AllowedInstanceTypes"]["Default"]
     assert default == DEFAULT_INSTANCE_TYPES

@@ -28,6 +28,19 @@ TRAINING_JOBS = (
     "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
     ":training-job/sage-maker-train-*"
 )
+# Training jobs AWS Batch started (Scheduler=batch): it names them AWSBatch<job name><hash>.
+BATCH_TRAINING_JOBS = (
+    "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
+    ":training-job/AWSBatchsage-maker-train-*"
+)
+ALL_TRAINING_JOBS = {TRAINING_JOBS, BATCH_TRAINING_JOBS}
+# The stack's own training queue (named, so it can be named whichever scheduler is chosen),
+# and the service jobs in it.
+JOB_QUEUE = (
+    "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}"
+    ":job-queue/${AWS::StackName}-training"
+)
+SERVICE_JOBS = "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:service-job/*"
 RETRY_QUEUE = "${CallbackRetryQueue.Arn}"
 IDEMPOTENCY_TABLE = "${IdempotencyTable.Arn}"
 # API keys, read for their aifactory:tenant tag (the caller's tenant).
@@ -63,7 +76,13 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
-        "sagemaker:StopTrainingJob": {TRAINING_JOBS},
+        "sagemaker:StopTrainingJob": ALL_TRAINING_JOBS,
+        # A job queued in Batch stops without training; one waiting for SageMaker capacity
+        # (direct) is ended by a staging message, on the encrypted queue.
+        "batch:TerminateServiceJob": {SERVICE_JOBS},
+        "sqs:SendMessage": {"${StageQueue.Arn}"},
+        "kms:GenerateDataKey": {KEY},
+        "kms:Decrypt": {KEY},
     },
     "StatusFn": {
         "apigateway:GET": {API_KEYS},
@@ -80,18 +99,25 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "kms:Decrypt": {KEY},
         "kms:Encrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
-        "sagemaker:CreateTrainingJob": {TRAINING_JOBS},
-        "sagemaker:AddTags": {TRAINING_JOBS},
-        "sagemaker:StopTrainingJob": {TRAINING_JOBS},
+        "sagemaker:CreateTrainingJob": ALL_TRAINING_JOBS,
+        "sagemaker:AddTags": ALL_TRAINING_JOBS,
+        "sagemaker:StopTrainingJob": ALL_TRAINING_JOBS,
         "iam:PassRole": {"${SageMakerExecutionRole.Arn}"},
+        # Scheduler=batch: the job joins the stack's queue; a stop in flight is passed on; a
+        # resubmission Batch refuses finds the first one (no resource-level permissions).
+        "batch:SubmitServiceJob": {JOB_QUEUE, SERVICE_JOBS},
+        "batch:TerminateServiceJob": {SERVICE_JOBS},
+        "batch:ListServiceJobs": {"*"},
         # Callback retries, and staging continuations.
         "sqs:SendMessage": {RETRY_QUEUE, "${StageQueue.Arn}"},
     },
     "NotifyFn": {
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
-        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
+        # A job that ended in the Batch queue leaves nothing staged.
+        "s3:DeleteObject": {DATASETS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
@@ -101,7 +127,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "RetryFn": {
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
-        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
@@ -121,7 +147,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "ModelUrlFn": {
         "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
-        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
@@ -131,12 +157,18 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "dynamodb:Query": {"${JobsTable.Arn}/index/sweep-index"},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
-        "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
+        "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
         "sqs:SendMessage": {"${StageQueue.Arn}", RETRY_QUEUE},
+        # Batch's view of a queued job whose event was lost, and the training job of one
+        # whose every event was lost (neither has resource-level permissions); a job that
+        # ended in the queue leaves nothing staged.
+        "batch:DescribeServiceJob": {"*"},
+        "sagemaker:ListTrainingJobs": {"*"},
+        "s3:DeleteObject": {DATASETS},
     },
 }
 
@@ -196,7 +228,14 @@ def test_identity_policies_use_resource_star_only_where_aws_requires_it(
     cfn: dict[str, Any],
 ) -> None:
     # ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions
-    unscoped_ok = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+    # and neither have Batch's service-job reads nor SageMaker's ListTrainingJobs
+    unscoped_ok = {
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
+        "batch:DescribeServiceJob",
+        "batch:ListServiceJobs",
+        "sagemaker:ListTrainingJobs",
+    }
     offenders = []
     for logical_id, kind, document in policy_documents(cfn):
         if kind != "identity":
@@ -305,7 +344,7 @@ def test_key_policy_keeps_the_account_in_control_and_scopes_services(
             assert statement.get("Condition"), statement
 
 
-def test_rule_dead_letters_are_accepted_from_the_training_state_rule_only(
+def test_rule_dead_letters_are_accepted_from_the_training_state_rules_only(
     cfn: dict[str, Any],
 ) -> None:
     policy = cfn["Resources"]["NotifyDLQPolicy"]["Properties"]
@@ -313,9 +352,10 @@ def test_rule_dead_letters_are_accepted_from_the_training_state_rule_only(
     (statement,) = statements(policy["PolicyDocument"])
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert actions(statement) == ["sqs:SendMessage"]
-    assert render(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == (
-        "${NotifyFnTrainingStateRule.Arn}"
-    )
+    assert [render(a) for a in statement["Condition"]["ArnEquals"]["aws:SourceArn"]] == [
+        "${NotifyFnTrainingStateRule.Arn}",
+        "${NotifyFnBatchStateRule.Arn}",
+    ]
 
 
 @pytest.mark.parametrize("function_id", ["RedeliverFn", "ModelUrlFn"])

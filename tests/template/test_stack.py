@@ -223,23 +223,35 @@ def test_stage_fn_may_run_for_fifteen_minutes(cfn: dict[str, Any]) -> None:
     assert props(cfn, "StageFn")["Timeout"] == 900
 
 
-def test_training_state_rule_matches_factory_jobs_only(cfn: dict[str, Any]) -> None:
+def test_training_state_rules_match_factory_jobs_only(cfn: dict[str, Any]) -> None:
     rules = resources_of_type(cfn, "AWS::Events::Rule")
-    assert set(rules) == {"NotifyFnTrainingStateRule", "ReconcileFnSweep"}
+    assert set(rules) == {"NotifyFnTrainingStateRule", "NotifyFnBatchStateRule", "ReconcileFnSweep"}
     rule = rules["NotifyFnTrainingStateRule"]["Properties"]
+    # SageMaker's events, for training jobs started directly or by AWS Batch
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {"TrainingJobName": [{"prefix": "sage-maker-train-"}]},
+        "detail": {
+            "TrainingJobName": [
+                {"prefix": "sage-maker-train-"},
+                {"prefix": "AWSBatchsage-maker-train-"},
+            ]
+        },
     }
-    (target,) = rule["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": ["NotifyFn", "Arn"]}
-    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["NotifyDLQ", "Arn"]}}
-    assert set(target["RetryPolicy"]) == {"MaximumEventAgeInSeconds", "MaximumRetryAttempts"}
-
-    permission = props(cfn, "NotifyFnTrainingStateRulePermission")
-    assert permission["Principal"] == "events.amazonaws.com"
-    assert permission["SourceArn"] == {"Fn::GetAtt": ["NotifyFnTrainingStateRule", "Arn"]}
+    # and Batch's, for the service jobs of the Factory's jobs while they wait in the queue
+    assert rules["NotifyFnBatchStateRule"]["Properties"]["EventPattern"] == {
+        "source": ["aws.batch"],
+        "detail-type": ["Batch Service Job State Change"],
+        "detail": {"jobName": [{"prefix": "sage-maker-train-"}]},
+    }
+    for rule_id in ("NotifyFnTrainingStateRule", "NotifyFnBatchStateRule"):
+        (target,) = rules[rule_id]["Properties"]["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": ["NotifyFn", "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["NotifyDLQ", "Arn"]}}
+        assert set(target["RetryPolicy"]) == {"MaximumEventAgeInSeconds", "MaximumRetryAttempts"}
+        permission = props(cfn, f"{rule_id}Permission")
+        assert permission["Principal"] == "events.amazonaws.com"
+        assert permission["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
 
 
 def test_failed_notify_invocations_land_in_notify_dlq(cfn: dict[str, Any]) -> None:

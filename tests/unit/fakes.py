@@ -79,4 +79,5 @@ def fake_runtime(**overrides: Any) -> Runtime:
         training=overrides.get("training", FakeTraining()),  # type: ignore[arg-type]
         queues=overrides.get("queues", FakeQueues()),  # type: ignore[arg-type]
         http=overrides.get("http"),  # type: ignore[arg-type]
+        batch=overrides.get("batch"),  # type: ignore[arg-type]
     )

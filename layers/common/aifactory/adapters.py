@@ -196,6 +196,15 @@ class Training:
     def stop(self, job_name: str) -> None:
         aws.client("sagemaker").stop_training_job(TrainingJobName=job_name)
 
+    def find(self, arn: str) -> str | None:
+        """The name of the training job with this ARN (an ARN has the name in lower case)."""
+        wanted = arn.rsplit("/", 1)[-1]
+        answer = aws.client("sagemaker").list_training_jobs(NameContains=wanted, MaxResults=100)
+        for summary in answer.get("TrainingJobSummaries", []):
+            if str(summary.get("TrainingJobArn", "")).lower() == arn.lower():
+                return str(summary["TrainingJobName"])
+        return None
+
 
 class Queues:
     def send(self, queue_url: str, body: dict[str, Any], delay_seconds: int = 0) -> None:
@@ -207,3 +216,45 @@ class Queues:
         aws.client("sqs").change_message_visibility(
             QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
+
+
+class Batch:
+    """AWS Batch service jobs: SageMaker training jobs that wait in the job queue for capacity."""
+
+    def __init__(self, job_queue: str) -> None:
+        self.job_queue = job_queue
+
+    def submit(
+        self,
+        *,
+        name: str,
+        payload: dict[str, Any],
+        share: str,
+        priority: int,
+        token: str,
+    ) -> str:
+        """Queue a CreateTrainingJob request; the service job's id."""
+        answer = aws.client("batch").submit_service_job(
+            jobName=name,
+            jobQueue=self.job_queue,
+            serviceJobType="SAGEMAKER_TRAINING",
+            serviceRequestPayload=json.dumps(payload),
+            shareIdentifier=share,
+            schedulingPriority=priority,
+            clientToken=token,
+        )
+        return str(answer["jobId"])
+
+    def find(self, name: str) -> str | None:
+        """The id of the newest service job of this name in the queue, or None."""
+        answer = aws.client("batch").list_service_jobs(
+            jobQueue=self.job_queue, filters=[{"name": "JOB_NAME", "values": [name]}]
+        )
+        jobs = [j for j in answer.get("jobSummaryList", []) if j.get("jobName") == name]
+        return str(jobs[0]["jobId"]) if jobs else None
+
+    def describe(self, job_id: str) -> dict[str, Any]:
+        return dict(aws.client("batch").describe_service_job(jobId=job_id))
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        aws.client("batch").terminate_service_job(jobId=job_id, reason=reason)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, cost, metrics, timefmt
+from aifactory import aws, cost, metrics, scheduling, timefmt
 from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
@@ -33,7 +33,7 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
     active = rt.store.count_active(owner, at_least=limit)
     if active >= limit:
         raise TooManyRequests(
-            f"You have {active} active training jobs (staging or training), the most one "
+            f"You have {active} active training jobs (staging, queued or training), the most one "
             f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
         )
     job_name = new_job_name()
@@ -123,6 +123,11 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         "training_end_time": timefmt.to_seed(job.get("training_end_time")),
         "callback": callback_status(job),
     }
+    # When the job waited for capacity, and when it started training (additive).
+    if job.get("queued_at"):
+        status["queued_at"] = timefmt.to_seed(job["queued_at"])
+    if job.get("training_start_time"):
+        status["training_start_time"] = timefmt.to_seed(job["training_start_time"])
     if job.get("secondary_status") == "Staging" and job["status"] not in TERMINAL_STATUSES:
         # Staging progress (additive): records and pages staged so far.
         status["staged_records"] = int(job.get("staged_records", 0))
@@ -181,7 +186,8 @@ def model_url(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     if job.get("sagemaker_job") and job["status"] in TERMINAL_STATUSES:
         from aifactory import callbacks
 
-        _, key = callbacks.model_key(rt, rt.training.describe(job_name))
+        described = rt.training.describe(scheduling.training_name(job))
+        _, key = callbacks.model_key(rt, described)
     if key is None:
         raise Conflict(f"job_name: the training job has no model (status {job['status']}).")
     expires = rt.settings.presign_expires_seconds
@@ -207,7 +213,12 @@ def _rejected(status: str) -> Conflict:
 
 
 def stop_job(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
-    """Stop a job that is staging (the stager sees the flag) or training (StopTrainingJob)."""
+    """Stop a job in any state.
+
+    Staging: the stager sees the flag. Queued in Batch: TerminateServiceJob, and Batch's event
+    ends the job. Waiting for SageMaker capacity (direct): a staging message ends it now.
+    Training: StopTrainingJob.
+    """
     job = get_owned(rt, owner, job_name)
     if job["status"] in TERMINAL_STATUSES:
         raise _rejected(job["status"])
@@ -216,12 +227,18 @@ def stop_job(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
         raise _rejected((rt.store.get(job_name) or job)["status"])
     if updated.get("sagemaker_job"):
         try:
-            rt.training.stop(job_name)
+            rt.training.stop(scheduling.training_name(updated))
         except ClientError as exc:
             if aws.error_code(exc) == "ValidationException":
                 # SageMaker's own words as boto3 gives them, as the seed answers: "An error
                 # occurred (ValidationException) when calling the StopTrainingJob operation: ..."
                 raise Conflict(str(exc)) from exc
             raise
+    elif updated.get("batch_job_id"):
+        scheduling.terminate(rt, updated["batch_job_id"])
+    elif updated.get("secondary_status") == "Queued":
+        # Waiting for SageMaker capacity (direct): its next attempt is a delayed message, so
+        # a message now has staging end it as stopped, at once.
+        rt.queues.send(rt.settings.stage_queue_url, {"job_name": job_name})
     logger.info("stop requested", extra={"job_name": job_name})
     return {"status": "success", "job_name": job_name}

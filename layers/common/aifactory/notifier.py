@@ -1,9 +1,10 @@
-"""SageMaker training job state changes: keep the job record current, and on the terminal
-state send the callback. Events may repeat or arrive out of order."""
+"""Training state changes, from AWS Batch (while a job waits in the queue) and then from
+SageMaker: keep the job record current, and on the terminal state send the callback. Events
+may repeat or arrive out of order."""
 
 from typing import Any
 
-from aifactory import callbacks, metrics, timefmt
+from aifactory import callbacks, metrics, scheduling, timefmt
 from aifactory.log import for_job, logger
 from aifactory.models import STATUSES, TERMINAL_STATUSES
 from aifactory.runtime import Runtime
@@ -25,7 +26,8 @@ def _millis(value: Any) -> int | None:
 
 
 def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | None) -> None:
-    job_name = detail.get("TrainingJobName")
+    """A SageMaker Training Job State Change, for a job started directly or by AWS Batch."""
+    job_name = scheduling.job_name_of_training(detail)
     status = detail.get("TrainingJobStatus")
     if not job_name or status not in STATUSES:
         logger.warning("ignoring a malformed state change", extra={"job_name": job_name})
@@ -39,6 +41,12 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
     if status == "InProgress" and job.get("stop_requested"):
         status = "Stopping"  # the client's stop stands until SageMaker reports the end
     fields: dict[str, Any] = {"status": status, "sagemaker_job": True}
+    training_job_name = detail.get("TrainingJobName")
+    if training_job_name != job_name and job.get("training_job_name") != training_job_name:
+        fields["training_job_name"] = training_job_name  # named by AWS Batch
+    started = _millis(detail.get("TrainingStartTime"))
+    if started and not job.get("training_start_time"):
+        fields["training_start_time"] = timefmt.to_iso(timefmt.from_epoch_millis(started))
     if detail.get("SecondaryStatus"):
         fields["secondary_status"] = detail["SecondaryStatus"]
     if detail.get("FailureReason"):
@@ -59,3 +67,91 @@ def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
     if status in TERMINAL_STATUSES:
         # Even for a repeat: the claim inside makes sure only one callback is ever sent.
         callbacks.start_delivery(rt, job_name)
+
+
+# AWS Batch service job states (DescribeServiceJob's `status`).
+BATCH_WAITING = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
+BATCH_ENDED = frozenset({"SUCCEEDED", "FAILED"})
+# Once Batch has passed the job to SageMaker: SageMaker's secondary status at each state.
+_BATCH_SECONDARY = {"SCHEDULED": "Starting", "STARTING": "Downloading", "RUNNING": "Training"}
+
+
+def training_job_arn(detail: dict[str, Any]) -> str | None:
+    """The SageMaker training job of the service job's latest attempt, if it has one."""
+    attempts = [a for a in detail.get("attempts") or [] if isinstance(a, dict)]
+    latest = detail.get("latestAttempt") if isinstance(detail.get("latestAttempt"), dict) else None
+    for attempt in [latest, *reversed(attempts)]:
+        resource = (attempt or {}).get("serviceResourceId") or {}
+        arn = resource.get("value") if isinstance(resource, dict) else None
+        if isinstance(arn, str) and "/" in arn:
+            return arn
+    return None
+
+
+def handle_batch_change(rt: Runtime, detail: dict[str, Any], event_time: str | None) -> None:
+    """A Batch Service Job State Change (or DescribeServiceJob's answer, from the reconciler).
+
+    While the job waits it is Queued. Once Batch has started it, SageMaker's own events take
+    over; this records the training job's ARN and start. A service job that ends without
+    having trained (terminated while queued, refused by SageMaker, or past the queue's job
+    state limit) ends the job here, with Batch's reason.
+    """
+    job_name = detail.get("jobName")
+    status = detail.get("status")
+    batch_job_id = detail.get("jobId")
+    if not isinstance(job_name, str) or not isinstance(batch_job_id, str) or not status:
+        logger.warning("ignoring a malformed Batch state change", extra={"job_name": job_name})
+        return
+    job = rt.store.get(job_name)
+    for_job(job_name, (job or {}).get("owner"))
+    if job is None or job.get("batch_job_id") not in (None, batch_job_id):
+        logger.info(
+            "ignoring a service job this Factory does not own", extra={"job_name": job_name}
+        )
+        return
+    training = training_job_arn(detail)
+    applied: Any
+    if status in BATCH_WAITING:
+        created = _millis(detail.get("createdAt"))
+        queued_at = job.get("queued_at") or timefmt.to_iso(
+            timefmt.from_epoch_millis(created) if created else timefmt.now()
+        )
+        applied = rt.store.batch_queued(job_name, batch_job_id, queued_at)
+    elif status in _BATCH_SECONDARY or (status in BATCH_ENDED and training):
+        started = _millis(detail.get("startedAt"))
+        applied = rt.store.batch_started(
+            job_name,
+            training_job_arn=training,
+            secondary_status=_BATCH_SECONDARY.get(status),
+            training_start_time=(
+                timefmt.to_iso(timefmt.from_epoch_millis(started))
+                if started and status in ("STARTING", "RUNNING")
+                else None
+            ),
+        )
+    elif status in BATCH_ENDED:
+        applied = _ended_in_queue(rt, job, detail)
+    else:
+        logger.warning("ignoring an unknown Batch state", extra={"job_name": job_name})
+        return
+    logger.info(
+        "batch state change" if applied else "stale or repeated batch state change",
+        extra={"job_name": job_name, "batch_status": status, "training_job": training},
+    )
+
+
+def _ended_in_queue(rt: Runtime, job: dict[str, Any], detail: dict[str, Any]) -> bool:
+    """The service job ended without a training job: the job ends, and nothing is left."""
+    if job["status"] in TERMINAL_STATUSES:
+        callbacks.start_delivery(rt, job["job_name"])  # a repeat: its claim keeps it to one
+        return False
+    from aifactory import staging  # the rare path: a job that ends before it ever trained
+
+    if job.get("stop_requested"):
+        staging.abandon(rt, job["job_name"], "Stopped")
+    else:
+        reason = str(detail.get("statusReason") or "no reason given")
+        staging.abandon(
+            rt, job["job_name"], "Failed", f"AWS Batch could not run the training job: {reason}"
+        )
+    return True

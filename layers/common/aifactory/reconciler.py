@@ -1,11 +1,13 @@
 """The reconciler: a scheduled sweep that repairs what a lost event or a dead invocation left.
 
 It reads only the jobs in the sparse sweep index (those whose end or callback is not
-settled) and repairs three cases, each through the normal path so a job still gets exactly
+settled) and repairs four cases, each through the normal path so a job still gets exactly
 one callback:
 
 - the SageMaker job has ended but the record still says otherwise (an event was lost or
   failed): the end is applied as the state-change event would have applied it;
+- the job's AWS Batch service job left the queue or ended there, and no event said so:
+  Batch's state is applied as its event would have applied it;
 - the job has ended and its callback was never claimed, or was claimed longer ago than the
   stale window and neither delivered nor queued: the delivery is started (taken over);
 - the job has been staging with no progress for longer than the bound, with no staging
@@ -15,17 +17,18 @@ one callback:
 from datetime import datetime, timedelta
 from typing import Any
 
-from aifactory import callbacks, notifier, timefmt
+from aifactory import callbacks, notifier, scheduling, timefmt
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 
-_STAGING = ("Staging", "Starting")
+# Queued: waiting for SageMaker capacity under the direct scheduler (its message moves it).
+_STAGING = ("Staging", "Starting", "Queued")
 
 
 def sweep(rt: Runtime) -> dict[str, int]:
     """One pass over the open jobs; returns how many of each repair it made."""
-    counts = {"checked": 0, "ended": 0, "callbacks": 0, "requeued": 0, "failed": 0}
+    counts = {"checked": 0, "ended": 0, "moved": 0, "callbacks": 0, "requeued": 0, "failed": 0}
     for job_name in rt.store.sweep_candidates():
         counts["checked"] += 1
         try:
@@ -48,6 +51,8 @@ def _repair(rt: Runtime, job_name: str) -> str | None:
     if job["status"] not in TERMINAL_STATUSES:
         if job.get("sagemaker_job"):
             return _lost_end(rt, job)
+        if job.get("batch_job_id"):
+            return _lost_batch_change(rt, job)
         if job.get("secondary_status") in _STAGING:
             return _stuck_staging(rt, job, now)
         return None
@@ -70,12 +75,13 @@ def _repair(rt: Runtime, job_name: str) -> str | None:
 
 def _lost_end(rt: Runtime, job: dict[str, Any]) -> str | None:
     """SageMaker says the job ended; apply that as its state-change event would."""
-    described = rt.training.describe(job["job_name"])
+    described = rt.training.describe(scheduling.training_name(job))
     status = described.get("TrainingJobStatus")
     if status not in TERMINAL_STATUSES:
         return None
     detail = {
-        "TrainingJobName": job["job_name"],
+        "TrainingJobName": scheduling.training_name(job),
+        "Tags": {scheduling.JOB_TAG: job["job_name"]},
         "TrainingJobStatus": status,
         "SecondaryStatus": described.get("SecondaryStatus"),
         "FailureReason": described.get("FailureReason"),
@@ -91,6 +97,29 @@ def _lost_end(rt: Runtime, job: dict[str, Any]) -> str | None:
     )
     notifier.handle_state_change(rt, {k: v for k, v in detail.items() if v is not None}, None)
     return "ended"
+
+
+def _lost_batch_change(rt: Runtime, job: dict[str, Any]) -> str | None:
+    """Batch's view of a queued job, applied as its state-change event would apply it: a job
+    that left the queue, or ended in it, while an event was lost."""
+    described = rt.batch.describe(job["batch_job_id"])
+    status = described.get("status")
+    if status in notifier.BATCH_WAITING:
+        return None  # still waiting: nothing was lost
+    arn = job.get("training_job_arn") or notifier.training_job_arn(described)
+    if arn and status in notifier.BATCH_ENDED:
+        # It trained, and SageMaker's events were lost too: find the training job, whose
+        # end the next sweep applies as SageMaker's event would.
+        name = rt.training.find(arn)
+        if name:
+            rt.store.record_training_name(job["job_name"], name)
+            return "moved"
+    logger.warning(
+        "applying a Batch state change that no event reported",
+        extra={"job_name": job["job_name"], "batch_status": status},
+    )
+    notifier.handle_batch_change(rt, described, None)
+    return "ended" if status in notifier.BATCH_ENDED else "moved"
 
 
 def _millis(value: Any) -> int | None:

@@ -128,6 +128,8 @@ def _no_bool(value: Any) -> Any:
 
 
 Count = Annotated[int, BeforeValidator(_no_bool)]
+# The highest schedulingPriority AWS Batch accepts.
+MAX_PRIORITY = 9999
 
 
 class Pagination(_Strict):
@@ -227,6 +229,8 @@ class CreateTrainingJobRequest(BaseModel):
     training_model: TrainingModel
     task_def: Literal["ml_tagger", "ml_topic"]
     creator: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    # AWS Batch's schedulingPriority: higher runs sooner, among the same tenant's queued jobs.
+    priority: Count = Field(default=0, ge=0, le=MAX_PRIORITY)
 
 
 class ListJobsRequest(BaseModel):

@@ -3,7 +3,7 @@
 import functools
 from dataclasses import dataclass
 
-from aifactory.adapters import Queues, SecretBox, Storage, Training
+from aifactory.adapters import Batch, Queues, SecretBox, Storage, Training
 from aifactory.egress import HttpClient
 from aifactory.settings import Settings, get_settings
 from aifactory.store import JobStore
@@ -18,6 +18,7 @@ class Runtime:
     training: Training
     queues: Queues
     http: HttpClient
+    batch: Batch
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -35,6 +36,7 @@ def build_runtime(settings: Settings) -> Runtime:
             # One keep-alive connection for each page staging keeps in flight.
             pool_maxsize=max(10, settings.staging_concurrency),
         ),
+        batch=Batch(settings.batch_job_queue),
     )
 
 

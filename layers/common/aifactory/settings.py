@@ -117,8 +117,9 @@ class Settings:
     report_scan_max_bytes: int = Field(alias="REPORT_SCAN_MAX_BYTES", default=6 * 1024**3, ge=1)
     http_connect_timeout: float = Field(alias="HTTP_CONNECT_TIMEOUT", default=5.0, gt=0)
     http_read_timeout: float = Field(alias="HTTP_READ_TIMEOUT", default=30.0, gt=0)
-    # Usage bounds per client: jobs staging or training at once, and the instance types allowed.
-    max_active_jobs_per_owner: int = Field(alias="MAX_ACTIVE_JOBS_PER_OWNER", default=10, ge=1)
+    # Usage bounds per client: jobs staging, queued or training at once, and the instance types
+    # allowed.
+    max_active_jobs_per_owner: int = Field(alias="MAX_ACTIVE_JOBS_PER_OWNER", default=100, ge=1)
     allowed_instance_types: str = Field(
         alias="ALLOWED_INSTANCE_TYPES", default=DEFAULT_INSTANCE_TYPES, min_length=1
     )
@@ -171,6 +172,13 @@ class Settings:
     max_wait_seconds: int = Field(alias="MAX_WAIT_SECONDS", default=172800, ge=1)
     warm_pool_seconds: int = Field(alias="WARM_POOL_SECONDS", default=0, ge=0, le=3600)
     input_mode: Literal["File", "FastFile"] = Field(alias="INPUT_MODE", default="File")
+    # How a staged job reaches SageMaker: through the AWS Batch job queue (it waits there for
+    # capacity, shared fairly between tenants), or straight to CreateTrainingJob.
+    scheduler: Literal["direct", "batch"] = Field(alias="SCHEDULER", default="direct")
+    batch_job_queue: str = Field(alias="BATCH_JOB_QUEUE", default="")
+    # How long a job may wait for capacity before it fails saying so: Batch's job state limit,
+    # and, with the direct scheduler, how long a capacity refusal is retried.
+    max_queued_seconds: int = Field(alias="MAX_QUEUED_SECONDS", default=86400, ge=1)
     # Report scan: the time bound (see report_scan_max_bytes above).
     report_scan_max_seconds: float = Field(alias="REPORT_SCAN_MAX_SECONDS", default=60.0, gt=0)
 
@@ -217,6 +225,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[name] = spec.parse(env[spec.alias])
         except ValueError as exc:
             problems.append(f"{spec.alias}: {exc}")
+    if values.get("scheduler") == "batch" and not values.get("batch_job_queue"):
+        problems.append("BATCH_JOB_QUEUE: Field required when SCHEDULER is batch")
     if problems:
         raise RuntimeError(f"AI Factory configuration is invalid: {'; '.join(problems)}")
     return Settings(**values)

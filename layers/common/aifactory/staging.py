@@ -34,11 +34,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
-from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, cost, metrics, report, timefmt
+from aifactory import cost, metrics, report, scheduling, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -702,6 +701,11 @@ def _abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None)
     _end(rt, job_name, status, reason)
 
 
+def abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
+    """End a job that never trained and delete what was staged (scheduling uses it too)."""
+    _abandon(rt, job_name, status, reason)
+
+
 def stage_job(
     rt: Runtime,
     job_name: str,
@@ -724,7 +728,8 @@ def stage_job(
             raise
         logger.exception("staging failed unexpectedly", extra={"job_name": job_name})
         job = rt.store.get(job_name)
-        if job and not job.get("sagemaker_job"):  # once SageMaker has it, its events rule
+        if job and not job.get("sagemaker_job") and not job.get("batch_job_id"):
+            # once SageMaker or Batch has it, their events rule
             _abandon(rt, job_name, "Failed", "internal error while staging the dataset")
 
 
@@ -739,7 +744,11 @@ def _stage(
     if job is None:
         logger.warning("staging message for an unknown job", extra={"job_name": job_name})
         return
-    if job.get("sagemaker_job") or job["status"] in ("Completed", "Failed", "Stopped"):
+    if (
+        job.get("sagemaker_job")
+        or job.get("batch_job_id")
+        or job["status"] in ("Completed", "Failed", "Stopped")
+    ):
         return  # a repeated message for a job that has moved on
     if job.get("stop_requested"):
         _abandon(rt, job_name, "Stopped")
@@ -771,6 +780,9 @@ def _stage(
             _abandon(rt, job_name, "Failed", f"Staging failed: {exc}")
         except _Lost:
             logger.info("another invocation took over staging", extra={"job_name": job_name})
+        return
+    if job.get("secondary_status") == "Queued":
+        scheduling.resume_waiting(rt, job)  # it waited for SageMaker capacity
         return
     _start_training(rt, job)
 
@@ -805,28 +817,4 @@ def _claim(
 
 
 def _start_training(rt: Runtime, job: dict[str, Any]) -> None:
-    job_name = job["job_name"]
-    try:
-        rt.training.create(**training_job_params(rt, job))
-    except ClientError as exc:
-        code = aws.error_code(exc)
-        if code == "ResourceInUse":
-            pass  # created by an earlier delivery of this message
-        elif code in ("ValidationException", "ResourceLimitExceeded", "AccessDeniedException"):
-            message = aws.error_message(exc) or code
-            # A failure like any other: the staged dataset goes too, nothing is left behind.
-            _abandon(rt, job_name, "Failed", f"SageMaker refused the training job: {message}")
-            return
-        else:
-            raise
-    updated = rt.store.mark_sagemaker_created(job_name)
-    logger.info("training job created", extra={"job_name": job_name})
-    if updated and updated.get("stop_requested"):
-        # The stop came while CreateTrainingJob was in flight; pass it on.
-        try:
-            rt.training.stop(job_name)
-        except ClientError as exc:
-            logger.warning(
-                "could not pass on a stop",
-                extra={"job_name": job_name, "code": aws.error_code(exc)},
-            )
+    scheduling.start_training(rt, job)

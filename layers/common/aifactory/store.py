@@ -300,6 +300,113 @@ class JobStore:
     def mark_sagemaker_created(self, job_name: str) -> dict[str, Any] | None:
         return self._update(job_name, {"sagemaker_job": True})
 
+    # -- waiting for capacity --------------------------------------------------------------
+    # A job that waits for capacity has secondary_status Queued and `queued_at`. With the
+    # batch scheduler it also has `batch_job_id`, its AWS Batch service job; once Batch has
+    # started it, `training_job_arn`, and from SageMaker's first event `sagemaker_job` and
+    # `training_job_name` (Batch names the training job itself). Each write is conditional,
+    # so a repeated or late event is harmless.
+    def mark_submitted(
+        self, job_name: str, batch_job_id: str, queued_at: str
+    ) -> dict[str, Any] | None:
+        """The job is in the Batch job queue; None if it has ended or already moved on."""
+        condition = (
+            Attr("secondary_status").is_in(["Starting", "Queued"])
+            & Attr("sagemaker_job").not_exists()
+            & ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        )
+        return self._update(
+            job_name,
+            {"batch_job_id": batch_job_id, "secondary_status": "Queued", "queued_at": queued_at},
+            condition,
+        )
+
+    def mark_waiting(self, job_name: str, queued_at: str, attempts: int) -> dict[str, Any] | None:
+        """SageMaker had no capacity (direct scheduler): the job waits for its next attempt.
+
+        None if a stop came first or the job has ended. The progress mark tells the
+        reconciler that the job is still moving.
+        """
+        condition = (
+            Attr("secondary_status").is_in(["Starting", "Queued"])
+            & (Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False))
+            & ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        )
+        return self._update(
+            job_name,
+            {
+                "secondary_status": "Queued",
+                "queued_at": queued_at,
+                "capacity_attempts": attempts,
+                **_progress_mark(),
+            },
+            condition,
+        )
+
+    def claim_queued(self, job_name: str) -> dict[str, Any] | None:
+        """Take a job that waited for capacity (direct scheduler) to create its training job."""
+        condition = (
+            Attr("secondary_status").eq("Queued")
+            & Attr("batch_job_id").not_exists()
+            & (Attr("stop_requested").not_exists() | Attr("stop_requested").eq(False))
+            & ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        )
+        return self._update(job_name, {"secondary_status": "Starting"}, condition)
+
+    def batch_queued(
+        self, job_name: str, batch_job_id: str, queued_at: str
+    ) -> dict[str, Any] | None:
+        """A Batch event: the service job waits in the queue (before SageMaker has it)."""
+        condition = (
+            Attr("secondary_status").is_in(["Starting", "Queued"])
+            & Attr("sagemaker_job").not_exists()
+            & ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        )
+        return self._update(
+            job_name,
+            {"batch_job_id": batch_job_id, "secondary_status": "Queued", "queued_at": queued_at},
+            condition,
+        )
+
+    def batch_started(
+        self,
+        job_name: str,
+        *,
+        training_job_arn: str | None,
+        secondary_status: str | None,
+        training_start_time: str | None,
+    ) -> dict[str, Any] | None:
+        """A Batch event: the job has left the queue and SageMaker has (or is about to have) it.
+
+        The secondary status moves only while no SageMaker event has set its own; the start
+        time is written once. The training job's name comes from SageMaker's own events (an
+        ARN holds it in lower case only).
+        """
+        job = self.get(job_name)
+        if job is None or job["status"] in TERMINAL_STATUSES:
+            return None
+        sets: dict[str, Any] = {}
+        if training_job_arn and job.get("training_job_arn") != training_job_arn:
+            sets["training_job_arn"] = training_job_arn
+        if training_start_time and not job.get("training_start_time"):
+            sets["training_start_time"] = training_start_time
+        if secondary_status and job.get("secondary_status") == "Queued":
+            sets["secondary_status"] = secondary_status
+        if not sets:
+            return job
+        condition: Any = ~Attr("status").is_in(list(TERMINAL_STATUSES))
+        if "secondary_status" in sets:
+            condition = condition & Attr("secondary_status").eq("Queued")
+        return self._update(job_name, sets, condition) or self.get(job_name)
+
+    def record_training_name(self, job_name: str, training_job_name: str) -> None:
+        """The SageMaker training job Batch started, found by the reconciler."""
+        self._update(
+            job_name,
+            {"training_job_name": training_job_name, "sagemaker_job": True},
+            ~Attr("status").is_in(list(TERMINAL_STATUSES)),
+        )
+
     def finish(
         self, job_name: str, status: str, *, reason: str | None, end_time: str
     ) -> dict[str, Any] | None:
