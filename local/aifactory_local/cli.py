@@ -16,6 +16,7 @@ from typing import Any
 
 from aifactory_local.factory import DUMMY_CREDENTIALS, LocalFactory
 from aifactory_local.provision import ACCOUNT_ID, REGION
+from aifactory_local.template import check_parameters
 from aifactory_local.terminal import Terminal
 from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
@@ -45,6 +46,28 @@ def _function_timeout(text: str) -> tuple[str, float]:
     if not sep or not name or not value > 0:
         raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (e.g. StageFn=60), got {text!r}")
     return name, value
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE (e.g. MaxTrainingInstances=1), got {text!r}"
+        )
+    try:
+        check_parameters({name: value})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, value
+
+
+def _instance_quota(text: str) -> tuple[str, int]:
+    kind, sep, count = text.partition("=")
+    if not sep or not kind.startswith("ml.") or not count.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected INSTANCE_TYPE=COUNT (e.g. ml.m5.large=1), got {text!r}"
+        )
+    return kind, int(count)
 
 
 def _non_negative(text: str) -> int:
@@ -136,6 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
             help="how often the reconciler sweeps (deployed: every 5 minutes; default 10)",
         )
         sub.add_argument(
+            "--parameter",
+            action="append",
+            type=_parameter,
+            default=[],
+            metavar="NAME=VALUE",
+            help="give template parameter NAME this value instead of its default, as sam deploy "
+            "--parameter-overrides does (e.g. MaxTrainingInstances=1, Scheduler=direct); "
+            "checked as CloudFormation checks it. Repeatable",
+        )
+        sub.add_argument(
+            "--instance-quota",
+            action="append",
+            type=_instance_quota,
+            default=[],
+            metavar="TYPE=COUNT",
+            help="the emulated account's quota of training instances of TYPE: SageMaker "
+            "refuses a job beyond it with ResourceLimitExceeded (default: no quota). Repeatable",
+        )
+        sub.add_argument(
             "--spot-interruptions",
             type=_non_negative,
             default=0,
@@ -205,6 +247,8 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         spot=SpotSimulation(interruptions=args.spot_interruptions),
         stop_grace_seconds=args.stop_grace,
         terminal=None if args.quiet else Terminal(),
+        parameters=dict(args.parameter),
+        instance_quotas=dict(args.instance_quota),
         **kwargs,
     )
 

@@ -2,13 +2,17 @@
 
     client --x-api-key--> ApiGateway (apigateway.py) --> CreateFn / ListFn / StopFn / StatusFn
     StageQueue, CallbackRetryQueue (moto) --> SqsEventSource (pollers.py) --> StageFn, RetryFn
-    LocalSageMaker (sagemaker.py, training.py) --state change events--> EventBus --> NotifyFn
+    StageFn --SubmitServiceJob--> LocalBatch (batch.py): the job queue, fair share over capacity
+    LocalBatch --starts--> LocalSageMaker (sagemaker.py, training.py)
+    LocalBatch, LocalSageMaker --state change events--> EventBus --> NotifyFn
     S3, DynamoDB, SQS, KMS: moto's ThreadedMotoServer, provisioned by provision.py
 
 Routes, event sources, the event rule, timeouts and memory sizes are read from template.yaml.
 The handlers reach every service through boto3's AWS_ENDPOINT_URL (moto) and
-AWS_ENDPOINT_URL_SAGEMAKER (the local SageMaker), set in os.environ while the Factory runs;
-only one LocalFactory can run in a process at a time.
+AWS_ENDPOINT_URL_SAGEMAKER and AWS_ENDPOINT_URL_BATCH (the local SageMaker and Batch), set in
+os.environ while the Factory runs; only one LocalFactory can run in a process at a time.
+Template parameters take their defaults, or the values given as `parameters`
+(`--parameter NAME=VALUE`), as `sam deploy --parameter-overrides` does.
 """
 
 import contextlib
@@ -29,6 +33,7 @@ from moto.server import ThreadedMotoServer
 from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id, emulated_keys
+from aifactory_local.batch import BatchServer, LocalBatch
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -39,7 +44,15 @@ from aifactory_local.lambdas import (
 from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.schedules import ScheduleTimer
-from aifactory_local.template import load_template, parameter_default, resolve
+from aifactory_local.template import (
+    apply_overrides,
+    check_parameters,
+    clear_overrides,
+    load_template,
+    parameter_default,
+    resolve,
+    resource,
+)
 from aifactory_local.terminal import FunctionLogLines, Terminal
 from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
 
@@ -102,13 +115,19 @@ class LocalFactory:
         persist: bool = True,
         fresh: bool = False,
         terminal: Terminal | None = None,
+        parameters: dict[str, str] | None = None,
+        instance_quotas: dict[str, int] | None = None,
     ) -> None:
         """`function_timeouts` overrides template Timeouts (logical id -> seconds);
         `environment` overrides the functions' environment variables (e.g. settings).
 
         With `persist`, the emulated account, the training jobs and a generated API key are
         kept in `state_dir` across stops and starts (`fresh` forgets them first); `terminal`
-        gets one line per job event."""
+        gets one line per job event. `parameters` overrides template parameters (checked
+        here: a bad name or value raises ValueError naming it); `instance_quotas` gives the
+        local SageMaker account quotas of training instances per type."""
+        self.parameters = check_parameters(dict(parameters or {}))
+        self.instance_quotas = dict(instance_quotas or {})
         self.spot = spot
         self.host = host
         self.port = port
@@ -131,6 +150,8 @@ class LocalFactory:
         self.aws_endpoint_url = ""
         self.sagemaker: LocalSageMaker | None = None
         self.sagemaker_server: SageMakerServer | None = None
+        self.batch: LocalBatch | None = None
+        self.batch_server: BatchServer | None = None
         self.bus: EventBus | None = None
         self.pollers: list[SqsEventSource] = []
         self.api: ApiGateway | None = None
@@ -215,6 +236,7 @@ class LocalFactory:
         return self
 
     def _start(self) -> None:
+        apply_overrides(self.parameters)
         template = load_template()
         self._lock = persistence.StateLock(self.state_dir).acquire()
         if self.fresh:
@@ -244,13 +266,21 @@ class LocalFactory:
             jobs_dir=self.state_dir / "jobs",
             stop_grace_seconds=self.stop_grace_seconds,
             spot=self.spot,
+            instance_quotas=self.instance_quotas,
         )
+        # The training queue (Scheduler=batch), as the template's Batch resources define it.
+        self.batch = _local_batch(template, self.sagemaker, self._emit)
+        if self.persist:
+            self.batch.restore(persistence.load_batch(self.state_dir))
         interrupted_events = (
             self.sagemaker.restore(persistence.load_jobs(self.state_dir)) if self.persist else []
         )
         self.interrupted_on_start = len(interrupted_events)
         self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
         self.sagemaker_server.start()
+        self.batch_server = BatchServer(self.batch, LOOPBACK, 0)
+        self.batch_server.start()
+        self.batch.start()
 
         self.env = self._function_env(template, provisioned)
         self._apply_env(self.env)
@@ -340,9 +370,11 @@ class LocalFactory:
             *([("API", self.api.stop)] if self.api else []),
             *[("queue poller", poller.stop) for poller in self.pollers],
             *[("schedule", timer.stop) for timer in self.timers],
+            *([("training queue", self.batch.stop)] if self.batch else []),
             *([("training jobs", self._close_training)] if self.sagemaker else []),
             *([("event bus", self.bus.stop)] if self.bus else []),
             *([("SageMaker server", self.sagemaker_server.stop)] if self.sagemaker_server else []),
+            *([("Batch server", self.batch_server.stop)] if self.batch_server else []),
             ("saved state", self._save_state),
             ("emulated resources", self._deprovision),
             ("AWS emulator", self._stop_moto),
@@ -350,6 +382,7 @@ class LocalFactory:
             ("logging", self._teardown_logging),
             ("state dir lock", self._release_lock),
             ("invocations", lambda_context.SHUTTING_DOWN.clear),
+            ("template parameters", clear_overrides),
         ]
         for name, step in steps:
             try:
@@ -402,6 +435,8 @@ class LocalFactory:
         persistence.save_account(self.state_dir, resources)
         if self.sagemaker is not None:
             persistence.save_jobs(self.state_dir, self.sagemaker.saved_state())
+        if self.batch is not None:
+            persistence.save_batch(self.state_dir, self.batch.saved_state())
         log.info("saved the emulated account and the jobs in %s", self.state_dir)
 
     def _release_lock(self) -> None:
@@ -411,6 +446,8 @@ class LocalFactory:
 
     # -- wiring ------------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
+        if self.batch is not None and event.get("source") == "aws.sagemaker":
+            self.batch.observe(event)  # a training job Batch started moves its service job
         if self.terminal is not None:
             self.terminal.state_change(event, self.state_dir / "jobs")
         if self.bus is not None:
@@ -440,11 +477,17 @@ class LocalFactory:
                 "CALLBACK_RETRY_BASE_SECONDS": str(self.callback_retry_base_seconds),
                 **scaled_callback_schedule(self.callback_retry_base_seconds),
                 "ALLOW_PRIVATE_URLS": "false" if self.strict_egress else "true",
+                # Scheduler=direct: a capacity refusal is tried again after about a second,
+                # not half a minute (its backoff doubles from there).
+                "CAPACITY_RETRY_BASE_SECONDS": "1",
                 "AWS_DEFAULT_REGION": provisioning.REGION,
                 "AWS_REGION": provisioning.REGION,
                 **DUMMY_CREDENTIALS,
                 "AWS_ENDPOINT_URL": self.aws_endpoint_url,
                 "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+                "AWS_ENDPOINT_URL_BATCH": self.batch_server.url if self.batch_server else "",
+                # The template's !If of the job queue's ARN, here the local queue's.
+                "BATCH_JOB_QUEUE": self.batch.queue_arn if self.batch else "",
                 "POWERTOOLS_LOG_LEVEL": self.log_level,
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 # Metrics are EMF lines on stdout, which CloudWatch reads when deployed; here
@@ -484,7 +527,7 @@ class LocalFactory:
         from aifactory import aws, runtime
 
         runtime.get_runtime()
-        for service in ("dynamodb", "kms", "s3", "sagemaker", "sqs"):
+        for service in ("batch", "dynamodb", "kms", "s3", "sagemaker", "sqs"):
             aws.client(service)
         aws.resource("dynamodb")
 
@@ -626,3 +669,29 @@ def _logical_id(value: Any) -> str:
         if "Ref" in value:
             return str(value["Ref"])
     return str(value)
+
+
+# Batch's job state limits are minutes to hours; locally, seconds to minutes.
+TIME_LIMIT_SCALE = 1 / 60
+
+
+def _local_batch(
+    template: dict[str, Any], sagemaker: LocalSageMaker, emit: Callable[[dict[str, Any]], None]
+) -> LocalBatch:
+    """The job queue, its fair-share policy and its service environment, from the template."""
+    environment = resource("TrainingServiceEnvironment", template)["Properties"]
+    policy = resource("TrainingSchedulingPolicy", template)["Properties"]["FairsharePolicy"]
+    queue = resource("TrainingJobQueue", template)["Properties"]
+    [limit] = environment["CapacityLimits"]
+    return LocalBatch(
+        sagemaker=sagemaker,
+        emit=emit,
+        capacity=int(float(resolve(limit["MaxCapacity"], template))),
+        share_decay_seconds=float(resolve(policy["ShareDecaySeconds"], template)),
+        compute_reservation=float(resolve(policy["ComputeReservation"], template)),
+        time_limits=[
+            {**action, "MaxTimeSeconds": float(resolve(action["MaxTimeSeconds"], template))}
+            for action in queue.get("JobStateTimeLimitActions") or []
+        ],
+        time_limit_scale=TIME_LIMIT_SCALE,
+    )

@@ -7,6 +7,7 @@ Factory at a time the use of a state dir.
                               messages, the KMS key (moto's backends, pickled on stop)
     <state>/resources.json    the names of the stack's resources in that account
     <state>/sagemaker.json    the training jobs, as DescribeTrainingJob shows them
+    <state>/batch.json        the training queue's service jobs and the tenants' usage
 
 The account is saved when the Factory stops (Ctrl-C, SIGTERM); a Factory that was killed
 outright comes back as it was at its previous clean stop. `--fresh` starts from nothing.
@@ -204,7 +205,23 @@ def load_jobs(state_dir: Path) -> list[dict[str, Any]]:
     return [job for job in saved.get("jobs") or [] if isinstance(job, dict)]
 
 
-SAVED_FILES = ("aws.pickle", "resources.json", "sagemaker.json")
+def save_batch(state_dir: Path, state: dict[str, Any]) -> None:
+    """The local Batch's service jobs and the shares' usage."""
+    data = (json.dumps({"format": FORMAT, **state}, indent=1) + "\n").encode()
+    _write_atomic(state_dir / "batch.json", data, 0o600)
+
+
+def load_batch(state_dir: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads((state_dir / "batch.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        return {}
+    return saved
+
+
+SAVED_FILES = ("aws.pickle", "resources.json", "sagemaker.json", "batch.json")
 
 
 def forget(state_dir: Path) -> None:

@@ -4,7 +4,8 @@ It speaks SageMaker's JSON protocol (POST / with X-Amz-Target: SageMaker.<Operat
 CreateTrainingJob, DescribeTrainingJob, StopTrainingJob and ListTrainingJobs, so the
 handlers' plain boto3 clients work unchanged. Timestamps are epoch seconds, errors are
 HTTP 400 {"__type": <code>, "message": ...} with SageMaker's codes (ValidationException,
-ResourceNotFound, ResourceInUse). The jobs themselves run in training.py; their state
+ResourceNotFound, ResourceInUse, ResourceLimitExceeded). The jobs themselves run in
+training.py; their state
 changes go to `emit` as EventBridge events.
 """
 
@@ -30,6 +31,16 @@ from aifactory_local.training import (
 log = logging.getLogger("aifactory_local.sagemaker")
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def job_folder(params: dict[str, Any]) -> str:
+    """The job's working tree under the state dir: named after the Factory's job (its
+    `aifactory:job` tag), also when AWS Batch gave the training job a name of its own."""
+    for tag in params.get("Tags") or []:
+        value = tag.get("Value") if isinstance(tag, dict) else None
+        if tag.get("Key") == "aifactory:job" and isinstance(value, str) and JOB_NAME.match(value):
+            return value
+    return str(params["TrainingJobName"])
 
 
 class SageMakerError(Exception):
@@ -62,8 +73,13 @@ class LocalSageMaker:
         jobs_dir: Path,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         spot: SpotSimulation | None = None,
+        instance_quotas: dict[str, int] | None = None,
     ) -> None:
+        """`instance_quotas` are the account's quotas of training instances per instance type
+        ("ml.m5.large for training job usage"): a job beyond its type's quota is refused with
+        ResourceLimitExceeded, as SageMaker refuses it."""
         self.spot = spot
+        self.instance_quotas = dict(instance_quotas or {})
         self.s3 = s3
         self.resolver = resolver
         self.emit = emit
@@ -99,8 +115,7 @@ class LocalSageMaker:
         events = []
         with self._lock:
             for state in states:
-                name = state["params"]["TrainingJobName"]
-                job = TrainingJob.from_state(state, self.jobs_dir / name)
+                job = TrainingJob.from_state(state, self.jobs_dir / job_folder(state["params"]))
                 self.jobs[job.name] = job
                 if not job.terminal:
                     event = job.change("Failed", "Failed", INTERRUPTED_REASON)
@@ -163,7 +178,8 @@ class LocalSageMaker:
                     f"Training job names must be unique within an AWS account and region, and a "
                     f"training job with this name already exists ({self.jobs[name].arn})",
                 )
-            job = TrainingJob(params, self.jobs_dir / name)
+            self._check_quota(params)
+            job = TrainingJob(params, self.jobs_dir / job_folder(params))
             job.dir.mkdir(parents=True, exist_ok=True)
             runner = JobRunner(
                 job,
@@ -179,6 +195,27 @@ class LocalSageMaker:
         log.info("training job %s created (image %s)", name, job.image)
         runner.start()
         return {"TrainingJobArn": job.arn}
+
+    def _check_quota(self, params: dict[str, Any]) -> None:
+        resource = params.get("ResourceConfig") or {}
+        kind = str(resource.get("InstanceType"))
+        quota = self.instance_quotas.get(kind)
+        if quota is None:
+            return
+        wanted = int(resource.get("InstanceCount") or 1)
+        in_use = sum(
+            int(job.params.get("ResourceConfig", {}).get("InstanceCount") or 1)
+            for job in self.jobs.values()
+            if not job.terminal and job.params.get("ResourceConfig", {}).get("InstanceType") == kind
+        )
+        if in_use + wanted > quota:
+            raise SageMakerError(
+                "ResourceLimitExceeded",
+                f"The account-level service limit '{kind} for training job usage' is {quota} "
+                f"Instances, with current utilization of {in_use} Instances and a request delta "
+                f"of {wanted} Instances. Please use AWS Service Quotas to request an increase "
+                "for this quota.",
+            )
 
     def describe_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._job(params).describe()

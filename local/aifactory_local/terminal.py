@@ -2,12 +2,15 @@
 
     19:04:12 job created     ml_tagger-20261128-190412-ab12   owner alice, task_def ml_tagger
     19:04:13 staged          ml_tagger-...   200 records in 2 pages
+    19:04:13 queued          ml_tagger-...   share alice, priority 0
+    19:04:14 dequeued        ml_tagger-...   after 0.4 s; starting training
     19:04:14 training        ml_tagger-...   Downloading
     19:04:20 completed       ml_tagger-...   F1 0.87
     19:04:20 callback        ml_tagger-...   delivered (attempt 1)
 
 The lines come from what the functions log (job created, dataset staged, callback delivered,
-failed, retrying, undeliverable) and from the training runtime's state changes. Colour is used
+failed, retrying, undeliverable) and from the training queue's and the training runtime's
+state changes. Colour is used
 when the stream is a terminal and NO_COLOR is not set (https://no-color.org); `--quiet` turns
 the lines off. Everything also still goes to the JSON logs under <state dir>/logs/.
 """
@@ -76,7 +79,15 @@ class Terminal:
     # -- from the training runtime -----------------------------------------------------------
     def state_change(self, event: dict[str, Any], jobs_dir: Path) -> None:
         detail = event.get("detail") or {}
-        name = str(detail.get("TrainingJobName", "?"))
+        if event.get("source") == "aws.batch":
+            self._queue_change(detail)
+            return
+        # A training job that Batch started has a name of Batch's; show the Factory's job.
+        tags = detail.get("Tags")
+        name = str(
+            (tags if isinstance(tags, dict) else {}).get("aifactory:job")
+            or detail.get("TrainingJobName", "?")
+        )
         status, secondary = detail.get("TrainingJobStatus"), detail.get("SecondaryStatus")
         if status in ("InProgress", "Stopping"):
             self.line("training", name, str(secondary), "blue")
@@ -87,6 +98,26 @@ class Terminal:
             self.line("failed", name, str(detail.get("FailureReason", "")), "red")
         elif status == "Stopped":
             self.line("stopped", name, str(secondary or ""), "yellow")
+
+    def _queue_change(self, detail: dict[str, Any]) -> None:
+        """The training queue: a line when a job starts to wait, and when it leaves."""
+        name = str(detail.get("jobName", "?"))
+        status = detail.get("status")
+        if status == "RUNNABLE":
+            reason = str(detail.get("statusReason") or "")
+            if reason.startswith("CAPACITY:"):
+                self.line("queued", name, "SageMaker has no capacity; waiting", "yellow")
+                return
+            share, priority = detail.get("shareIdentifier"), detail.get("schedulingPriority")
+            self.line("queued", name, f"share {share}, priority {priority}", "cyan")
+        elif status == "SCHEDULED":
+            created, scheduled = detail.get("createdAt"), detail.get("scheduledAt")
+            waited = ""
+            if isinstance(created, int) and isinstance(scheduled, int):
+                waited = f"after {max(0, scheduled - created) / 1000:.1f} s; "
+            self.line("dequeued", name, f"{waited}starting training", "cyan")
+        elif status == "FAILED" and not detail.get("attempts"):
+            self.line("failed", name, f"in the queue: {detail.get('statusReason', '')}", "red")
 
     @staticmethod
     def _f1(job_dir: Path) -> str | None:

@@ -134,6 +134,14 @@ def job_dir(factory: LocalFactory, job_name: str) -> Path:
     return factory.state_dir / "jobs" / job_name
 
 
+def training_job_name(factory: LocalFactory, job_name: str) -> str:
+    """The SageMaker training job's name: AWS Batch (the default scheduler) names it itself."""
+    item = factory.client("dynamodb").get_item(
+        TableName=factory.table, Key={"job_name": {"S": job_name}}, ConsistentRead=True
+    )["Item"]
+    return str(item.get("training_job_name", {}).get("S") or job_name)
+
+
 def ended_training_job(sagemaker: Any, job_name: str, timeout: float = 30.0) -> dict[str, Any]:
     """DescribeTrainingJob once the local runtime has ended the job (Completed, Failed or
     Stopped); fails the test if it has not within `timeout` seconds."""

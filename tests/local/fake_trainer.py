@@ -8,7 +8,8 @@ from pathlib import Path
 
 root = Path(os.environ["OPT_ML_ROOT"])
 assert sys.argv[-1] == "train", sys.argv
-assert os.environ["TRAINING_JOB_NAME"].startswith("sage-maker-train-")
+# The training job's name: the Factory's job's, or AWS Batch's AWSBatch<job name><hash>.
+assert os.environ["TRAINING_JOB_NAME"].removeprefix("AWSBatch").startswith("sage-maker-train-")
 assert "AWS_SECRET_ACCESS_KEY" not in os.environ  # a container gets no host credentials
 hyperparameters = json.loads((root / "input/config/hyperparameters.json").read_text())
 channels = json.loads((root / "input/config/inputdataconfig.json").read_text())

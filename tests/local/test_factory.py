@@ -18,7 +18,13 @@ from aifactory_local.callback_receiver import verify as verify_signature
 from aifactory_local.factory import LocalFactory
 from aifactory_local.provision import ACCOUNT_ID
 from aifactory_local.sample_data import tagging_records
-from tests.local.conftest import CALLBACK_SECRET, Client, ended_training_job, job_dir
+from tests.local.conftest import (
+    CALLBACK_SECRET,
+    Client,
+    ended_training_job,
+    job_dir,
+    training_job_name,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -103,13 +109,16 @@ def test_a_job_runs_to_a_completed_callback_with_real_metrics(
     manifest_key = f"datasets/{job_name}/manifest.json"
     manifest = json.loads(s3.get_object(Bucket=factory.bucket, Key=manifest_key)["Body"].read())
     assert manifest["records"] == 600
+    # (under the training job's name, which AWS Batch chose: AWSBatch<job name><hash>)
+    training = training_job_name(factory, job_name)
+    assert training.startswith(f"AWSBatch{job_name}")
     keys = {
         o["Key"]
-        for o in s3.list_objects_v2(Bucket=factory.bucket, Prefix=f"models/{job_name}/")["Contents"]
+        for o in s3.list_objects_v2(Bucket=factory.bucket, Prefix=f"models/{training}/")["Contents"]
     }
     assert keys == {
-        f"models/{job_name}/output/model.tar.gz",
-        f"models/{job_name}/output/output.tar.gz",
+        f"models/{training}/output/model.tar.gz",
+        f"models/{training}/output/output.tar.gz",
     }
     # and the job ran in a SageMaker tree under the state dir
     root = job_dir(factory, job_name) / "opt" / "ml"
@@ -298,6 +307,7 @@ def test_the_sagemaker_stand_in_speaks_sagemakers_protocol(
     sagemaker = _sagemaker(factory)
     job_name = alice.create(payload(image=NO_TRAINER_IMAGE))
     alice.wait_terminal(job_name)
+    job_name = training_job_name(factory, job_name)  # as AWS Batch named it
 
     described = sagemaker.describe_training_job(TrainingJobName=job_name)
     assert described["TrainingJobStatus"] == "Failed"

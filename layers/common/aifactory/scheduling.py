@@ -34,8 +34,7 @@ JOB_TAG = "aifactory:job"
 _OUR_NAME = re.compile(r"sage-maker-train-\d{8}-\d{6}-[0-9a-f]{6}")
 # Refusals that waiting cannot mend; anything else unexpected is retried by the message.
 _REFUSED = ("ValidationException", "AccessDeniedException")
-# Direct scheduler: the waits between capacity attempts (SQS delays at most 15 minutes).
-_CAPACITY_BASE_SECONDS = 30
+# Direct scheduler: the longest wait between capacity attempts (SQS's longest delay).
 _CAPACITY_CAP_SECONDS = 900
 _SHARE_SAFE = re.compile(r"^[A-Za-z0-9]{1,255}$")
 
@@ -204,7 +203,8 @@ def _wait_for_capacity(rt: Runtime, job: dict[str, Any], message: str) -> None:
         if current.get("stop_requested") and current.get("status") not in _TERMINAL:
             _abandon(rt, job_name, "Stopped")
         return
-    ceiling = min(_CAPACITY_CAP_SECONDS, _CAPACITY_BASE_SECONDS * 2 ** min(attempts - 1, 10))
+    base = rt.settings.capacity_retry_base_seconds
+    ceiling = min(_CAPACITY_CAP_SECONDS, base * 2 ** min(attempts - 1, 10))
     remaining = rt.settings.max_queued_seconds - waited
     delay = int(min(remaining, random.uniform(ceiling / 2, ceiling)))  # noqa: S311 - jitter
     rt.queues.send(rt.settings.stage_queue_url, {"job_name": job_name}, delay_seconds=delay)

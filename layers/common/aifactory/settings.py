@@ -179,6 +179,10 @@ class Settings:
     # How long a job may wait for capacity before it fails saying so: Batch's job state limit,
     # and, with the direct scheduler, how long a capacity refusal is retried.
     max_queued_seconds: int = Field(alias="MAX_QUEUED_SECONDS", default=86400, ge=1)
+    # Direct scheduler: the first wait after a capacity refusal; it doubles, capped at 900 s.
+    capacity_retry_base_seconds: int = Field(
+        alias="CAPACITY_RETRY_BASE_SECONDS", default=30, ge=1, le=900
+    )
     # Report scan: the time bound (see report_scan_max_bytes above).
     report_scan_max_seconds: float = Field(alias="REPORT_SCAN_MAX_SECONDS", default=60.0, gt=0)
 
