@@ -21,6 +21,7 @@ from aifactory_local.lambdas import FunctionSpec, LocalFunction, function_specs
 from aifactory_local.pollers import SqsEventSource, lambda_sqs_record
 from aifactory_local.template import load_template
 from aifactory_local.training import TRAINERS_DIR, TrainerResolver
+from tests.support import load_event
 
 RULE = {
     "source": ["aws.sagemaker"],
@@ -67,8 +68,11 @@ def test_the_template_wires_every_function_to_its_trigger() -> None:
         (sqs,) = specs[name].events_of_type("SQS")
         assert sqs["BatchSize"] == 1
         assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    (rule,) = specs["NotifyFn"].events_of_type("EventBridgeRule")
-    assert matches(rule["Pattern"], EVENT)
+    # SageMaker's state changes, and Batch's for the training queue
+    sagemaker_rule, batch_rule = specs["NotifyFn"].events_of_type("EventBridgeRule")
+    assert matches(sagemaker_rule["Pattern"], EVENT)
+    assert not matches(batch_rule["Pattern"], EVENT)
+    assert matches(batch_rule["Pattern"], load_event("notify_batch_queued.json"))
     assert all(spec.module_file.is_file() for spec in specs.values())
 
 

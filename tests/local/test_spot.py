@@ -23,6 +23,7 @@ from tests.local.conftest import (
     Client,
     ended_training_job,
     job_dir,
+    training_job_name,
 )
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +57,9 @@ def _client(factory: LocalFactory) -> Any:
 
 
 def _describe(factory: LocalFactory, job_name: str) -> dict[str, Any]:
-    return dict(_client(factory).describe_training_job(TrainingJobName=job_name))
+    """DescribeTrainingJob of the job's training job (AWS Batch names it)."""
+    name = training_job_name(factory, job_name)
+    return dict(_client(factory).describe_training_job(TrainingJobName=name))
 
 
 def _seconds(transition: dict[str, Any]) -> float:
