@@ -219,9 +219,11 @@ def test_batch_then_sagemaker_events_take_the_job_to_a_completed_callback(
         "SCHEDULED",
         attempts=[{"serviceResourceId": {"name": "TrainingJobArn", "value": training_arn(name)}}],
     )
-    # Then it has left the queue
+    # Then it has left the queue, and a late RUNNABLE event does not put it back
     assert status_of(fns, job)["secondary_status"] == "Starting"
     assert job_item(aws, factory_env, job)["training_job_arn"] == training_arn(name)
+    notify_batch(fns, job, "RUNNABLE")
+    assert status_of(fns, job)["secondary_status"] == "Starting"
 
     # When SageMaker reports the training job (moto completes it at once), and a late
     # RUNNABLE event arrives out of order

@@ -145,6 +145,8 @@ def _ended_in_queue(rt: Runtime, job: dict[str, Any], detail: dict[str, Any]) ->
     if job["status"] in TERMINAL_STATUSES:
         callbacks.start_delivery(rt, job["job_name"])  # a repeat: its claim keeps it to one
         return False
+    if job.get("sagemaker_job") or job.get("training_job_arn"):
+        return False  # it did train: SageMaker's own end decides (or the reconciler's)
     from aifactory import staging  # the rare path: a job that ends before it ever trained
 
     if job.get("stop_requested"):

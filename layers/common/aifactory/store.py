@@ -356,10 +356,12 @@ class JobStore:
     def batch_queued(
         self, job_name: str, batch_job_id: str, queued_at: str
     ) -> dict[str, Any] | None:
-        """A Batch event: the service job waits in the queue (before SageMaker has it)."""
+        """A Batch event: the service job waits in the queue. A late one, after Batch has
+        started the job (its training job's ARN is known) or SageMaker has it, changes nothing."""
         condition = (
             Attr("secondary_status").is_in(["Starting", "Queued"])
             & Attr("sagemaker_job").not_exists()
+            & Attr("training_job_arn").not_exists()
             & ~Attr("status").is_in(list(TERMINAL_STATUSES))
         )
         return self._update(
