@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import aws, cost, metrics, report, timefmt
+from aifactory import aws, cost, metrics, report, timefmt, training_metrics
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -636,8 +636,9 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
         "AlgorithmSpecification": {
             "TrainingImage": model["image"],
             "TrainingInputMode": "File",
-            # The report's `avg` row, kept by SageMaker too (the callback's fallback).
-            "MetricDefinitions": report.METRIC_DEFINITIONS,
+            # The report's `avg` row, kept by SageMaker too (the callback's fallback), and
+            # the training progress (train:step, train:loss, train:learning_rate).
+            "MetricDefinitions": report.METRIC_DEFINITIONS + training_metrics.METRIC_DEFINITIONS,
         },
         "RoleArn": settings.sagemaker_role_arn,
         "HyperParameters": model["hyperparameters"],
