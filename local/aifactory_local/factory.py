@@ -29,6 +29,7 @@ from moto.server import ThreadedMotoServer
 from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id, emulated_keys
+from aifactory_local.cloudwatch import LOG_GROUP as TRAINING_LOG_GROUP
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -244,6 +245,8 @@ class LocalFactory:
             jobs_dir=self.state_dir / "jobs",
             stop_grace_seconds=self.stop_grace_seconds,
             spot=self.spot,
+            logs=self.client("logs"),
+            cloudwatch=self.client("cloudwatch"),
         )
         interrupted_events = (
             self.sagemaker.restore(persistence.load_jobs(self.state_dir)) if self.persist else []
@@ -450,6 +453,10 @@ class LocalFactory:
                 # Metrics are EMF lines on stdout, which CloudWatch reads when deployed; here
                 # they would interleave with the terminal's output. `environment` re-enables.
                 "POWERTOOLS_METRICS_DISABLED": "true",
+                # Training runs in seconds here, not hours: metric series per second (the
+                # runtime publishes high-resolution metrics), progress read at most each second.
+                "TRAINING_METRICS_PERIOD_SECONDS": "1",
+                "PROGRESS_CACHE_SECONDS": "1",
             }
         )
         env.update(self.environment)
@@ -484,7 +491,7 @@ class LocalFactory:
         from aifactory import aws, runtime
 
         runtime.get_runtime()
-        for service in ("dynamodb", "kms", "s3", "sagemaker", "sqs"):
+        for service in ("cloudwatch", "dynamodb", "kms", "logs", "s3", "sagemaker", "sqs"):
             aws.client(service)
         aws.resource("dynamodb")
 
@@ -534,6 +541,8 @@ class LocalFactory:
         for name in queues:
             with contextlib.suppress(Exception):
                 sqs.delete_queue(QueueUrl=self.env[name])
+        with contextlib.suppress(Exception):
+            self.client("logs").delete_log_group(logGroupName=TRAINING_LOG_GROUP)
         with contextlib.suppress(Exception):
             self.client("kms").schedule_key_deletion(
                 KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aifactory_local.cloudwatch import compile_definitions
 from aifactory_local.httpserver import BackgroundServer, QuietHandler
 from aifactory_local.training import (
     INTERRUPTED_REASON,
@@ -62,9 +63,14 @@ class LocalSageMaker:
         jobs_dir: Path,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         spot: SpotSimulation | None = None,
+        logs: Any = None,
+        cloudwatch: Any = None,
     ) -> None:
         self.spot = spot
         self.s3 = s3
+        # Where trainers' output goes, as on SageMaker (CloudWatch Logs and metrics).
+        self.logs = logs
+        self.cloudwatch = cloudwatch
         self.resolver = resolver
         self.emit = emit
         self.jobs_dir = jobs_dir
@@ -147,6 +153,10 @@ class LocalSageMaker:
         output = _require(params, "OutputDataConfig", "S3OutputPath")
         _require(params, "ResourceConfig", "InstanceType")
         _require(params, "StoppingCondition")
+        try:
+            compile_definitions(params["AlgorithmSpecification"].get("MetricDefinitions") or [])
+        except ValueError as exc:
+            raise SageMakerError("ValidationException", str(exc)) from None
         uris = [output] + [
             c.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri", "")
             for c in params.get("InputDataConfig") or []
@@ -173,6 +183,8 @@ class LocalSageMaker:
                 self._shutdown,
                 stop_grace_seconds=self.stop_grace_seconds,
                 spot=self.spot,
+                logs=self.logs,
+                cloudwatch=self.cloudwatch,
             )
             self.jobs[name] = job
             self.runners[name] = runner
