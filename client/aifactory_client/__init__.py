@@ -15,7 +15,16 @@ from aifactory_client.errors import (
     TooManyRequests,
     WaitTimeout,
 )
-from aifactory_client.models import Callback, JobStatus, JobSummary, Report
+from aifactory_client.models import (
+    Callback,
+    JobStatus,
+    JobSummary,
+    LogEvent,
+    Progress,
+    Report,
+    TrainingLogsResponse,
+    TrainingMetricsResponse,
+)
 
 
 def verify_callback(headers: Any, body: bytes | str, secret: str) -> Callback:
@@ -38,10 +47,14 @@ __all__ = [
     "Forbidden",
     "JobStatus",
     "JobSummary",
+    "LogEvent",
     "NotFound",
+    "Progress",
     "Report",
     "ServerError",
     "TooManyRequests",
+    "TrainingLogsResponse",
+    "TrainingMetricsResponse",
     "WaitTimeout",
     "WebhookVerificationError",
     "verify_callback",

@@ -18,6 +18,14 @@ import click
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -307,6 +315,120 @@ def report(ctx: click.Context, name: str, as_json: bool) -> None:
         why = "it has not ended" if not current.ended else "it has no evaluation report"
         click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing lines until the job ends.")
+@click.option("--timestamps", is_flag=True, help="Print each line's time (UTC) before it.")
+@click.option("--poll", type=float, default=2.0, show_default=True, help="Polling interval.")
+@command
+@click.pass_context
+def logs(
+    ctx: click.Context, name: str, follow: bool, timestamps: bool, poll: float, as_json: bool
+) -> None:
+    """The job's training log (with --follow, as it is written, until the job ends)."""
+    client = _client(ctx)
+    lines = client.follow_logs(name, poll=poll) if follow else client.logs(name)
+    for event in lines:
+        if as_json:
+            click.echo(json.dumps(event.model_dump(mode="json")))
+        elif timestamps:
+            click.echo(f"{event.timestamp}  {event.message}")
+        else:
+            click.echo(event.message)
+
+
+LOSS = "train:loss"
+
+
+def _latest(series: list[Any]) -> float | None:
+    return float(series[-1].value) if series else None
+
+
+@main.command()
+@click.argument("name")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Polling interval.")
+@click.option(
+    "--loss-every",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Read the latest loss at most every SECONDS.",
+)
+@command
+@click.pass_context
+def watch(ctx: click.Context, name: str, poll: float, loss_every: float, as_json: bool) -> None:
+    """A progress bar of the job's training (step, percent, loss, ETA), then its report.
+
+    Exits 0 when the job ends Completed, 1 otherwise."""
+    client = _client(ctx)
+    loss: list[float | None] = [None]
+    loss_read = [-float("inf")]
+
+    def latest_loss(status: JobStatus) -> float | None:
+        if status.progress is not None and time.monotonic() - loss_read[0] >= loss_every:
+            loss_read[0] = time.monotonic()
+            loss[0] = _latest(client.metrics(name).metrics.get(LOSS, []))
+        return loss[0]
+
+    if as_json:
+
+        def on_change_json(status: JobStatus) -> None:
+            line = status.model_dump(mode="json", by_alias=True)
+            line["loss"] = latest_loss(status)
+            click.echo(json.dumps(line))
+
+        final = client.wait(name, None, on_change_json, poll=poll, poll_max=max(poll, 5.0))
+        sys.exit(0 if final.status == "Completed" else 1)
+
+    console = _console()
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = bar.add_task(name, total=None, loss="-")
+    total: list[int | None] = [None]
+
+    def on_change(status: JobStatus) -> None:
+        words = status.status if status.ended else status.secondary_status or status.status
+        progress = status.progress
+        if progress is not None:
+            total[0] = progress.total_steps or total[0]
+            value = latest_loss(status)
+            bar.update(
+                task,
+                completed=progress.step,
+                total=progress.total_steps,
+                loss=f"{value:.4f}" if value is not None else "-",
+                description=f"{name} {words}",
+            )
+        else:
+            bar.update(task, description=f"{name} {words}")
+
+    with bar:
+        final = client.wait(name, None, on_change, poll=poll, poll_max=max(poll, 5.0))
+        # Where training ended: its last step and loss.
+        series = client.metrics(name).metrics
+        last_loss = _latest(series.get(LOSS, []))
+        last_step = _latest(series.get("train:step", []))
+        if last_step is not None:
+            bar.update(
+                task,
+                completed=int(last_step),
+                total=total[0] or int(last_step),
+                loss=f"{last_loss:.4f}" if last_loss is not None else "-",
+            )
+    if last_loss is not None:
+        console.print(f"final loss {last_loss:.4f}")
+    _show_end(console, final)
+    sys.exit(0 if final.status == "Completed" else 1)
 
 
 @main.command()

@@ -16,9 +16,12 @@ from aifactory_client.models import (
     CreateResponse,
     JobStatus,
     JobSummary,
+    LogEvent,
     ModelUrlResponse,
     RedeliverResponse,
     StopResponse,
+    TrainingLogsResponse,
+    TrainingMetricsResponse,
 )
 
 URL_ENV = "AIFACTORY_URL"
@@ -133,6 +136,50 @@ class Client:
         """A freshly presigned link to the job's model.tar.gz."""
         return ModelUrlResponse.model_validate(self._post("get_model_url", _job(name)).json())
 
+    def metrics(self, name: str) -> TrainingMetricsResponse:
+        """The job's training metrics (train:loss, train:step, ...), each oldest point first."""
+        answer = self._post("get_training_metrics", _job(name)).json()
+        return TrainingMetricsResponse.model_validate(answer)
+
+    def logs_page(
+        self, name: str, next_token: str | None = None, limit: int = 1000
+    ) -> TrainingLogsResponse:
+        """One page of the job's training log; pass its `next_token` to read on."""
+        body: dict[str, Any] = {"job_name": name, "limit": limit}
+        if next_token:
+            body["next_token"] = next_token
+        answer = self._post("get_training_logs", body).json()
+        return TrainingLogsResponse.model_validate(answer)
+
+    def logs(self, name: str, page_size: int = 1000) -> Iterator[LogEvent]:
+        """Every line of the job's training log stored so far, oldest first, page after page."""
+        token: str | None = None
+        while True:
+            page = self.logs_page(name, token, page_size)
+            yield from page.events
+            token = page.next_token
+            if token is None or not page.events:
+                return
+
+    def follow_logs(
+        self, name: str, *, poll: float = 2.0, page_size: int = 1000, timeout: float | None = None
+    ) -> Iterator[LogEvent]:
+        """The job's training log as it is written, oldest line first, until the job has ended
+        and its last line was given. Polls every `poll` seconds once it has caught up; raises
+        WaitTimeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        token: str | None = None
+        while True:
+            page = self.logs_page(name, token, page_size)
+            yield from page.events
+            if page.next_token is None:
+                return
+            token = page.next_token
+            if not page.events:  # caught up: wait for more
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(name, self.status(name))
+                time.sleep(poll)
+
     def wait(
         self,
         name: str,
@@ -147,9 +194,9 @@ class Client:
 
         The interval starts at `poll` seconds and grows by half each time nothing changed,
         up to `poll_max`; a change resets it. `on_change` sees every new (status, secondary
-        status, staged records, callback state, report). An ended job is followed for up to
-        `settle` seconds more, until its callback has been attempted: its report is in the
-        status from then on. Raises WaitTimeout after `timeout` seconds.
+        status, staged records, callback state, report, training step). An ended job is
+        followed for up to `settle` seconds more, until its callback has been attempted: its
+        report is in the status from then on. Raises WaitTimeout after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll
@@ -163,6 +210,7 @@ class Client:
                 current.staged_records,
                 current.callback.state if current.callback else None,
                 current.report is not None,
+                current.progress.step if current.progress else None,
             )
             if seen != last:
                 last, interval = seen, poll

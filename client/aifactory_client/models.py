@@ -76,6 +76,18 @@ class CallbackState(_Open):
     last_error: str | None = None
 
 
+class Progress(_Open):
+    """How far a training job has come, from the step its image last reported."""
+
+    step: int = Field(description="the latest train:step the image reported")
+    total_steps: int | None = Field(
+        default=None, description="the job's process.train.steps; null if it gave none"
+    )
+    percent: float | None = Field(
+        default=None, ge=0, le=100, description="step / total_steps, 0 to 100"
+    )
+
+
 class JobStatus(_Open):
     """One job's state. `status` is the seed's field; the others are additive."""
 
@@ -98,6 +110,10 @@ class JobStatus(_Open):
         default=None,
         description="once the job has ended and its callback was built; null without one",
     )
+    progress: Progress | None = Field(
+        default=None,
+        description="while training; null until the image reports a step (train:step)",
+    )
 
     @property
     def ended(self) -> bool:
@@ -119,6 +135,42 @@ class ModelUrlResponse(_Open):
     job_name: str
     model: str = Field(description="a presigned HTTPS link to model.tar.gz")
     expires_at: SeedTime
+
+
+class LogEvent(_Open):
+    """One line of the training log."""
+
+    timestamp: SeedTime
+    message: str
+
+
+class TrainingLogsResponse(_Open):
+    """A page of the training log, oldest line first."""
+
+    status: Literal["success"]
+    job_name: str
+    events: list[LogEvent]
+    next_token: str | None = Field(
+        description="pass as next_token to read on; non-null while more lines are stored or "
+        "the job is still running, null once it has ended and every line was returned"
+    )
+
+
+class MetricPoint(_Open):
+    """A metric's value over one period (its average)."""
+
+    timestamp: SeedTime
+    value: float
+
+
+class TrainingMetricsResponse(_Open):
+    """The job's training metrics, parsed from its log; each series oldest point first."""
+
+    status: Literal["success"]
+    job_name: str
+    metrics: dict[str, list[MetricPoint]] = Field(
+        description="train:loss, train:step and train:learning_rate (empty before any)"
+    )
 
 
 class ErrorResponse(_Open):

@@ -44,6 +44,13 @@ def report_table(log: dict[str, Any]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])])
 
 
+def _spread(points: list[Any], most: int) -> list[Any]:
+    """At most `most` of the points, evenly spread, first and last included."""
+    if len(points) <= most:
+        return points
+    return [points[round(i * (len(points) - 1) / (most - 1))] for i in range(most)]
+
+
 def run_demo(factory: LocalFactory) -> int:
     started = time.monotonic()
 
@@ -79,6 +86,10 @@ def run_demo(factory: LocalFactory) -> int:
 
         def show(status: JobStatus) -> None:
             staged = f" ({status.staged_records} records staged)" if status.staged_records else ""
+            progress = status.progress
+            if progress is not None:  # the latest train:step the image reported
+                percent = f" ({progress.percent:.0f}%)" if progress.percent is not None else ""
+                staged = f"  step {progress.step}/{progress.total_steps}{percent}"
             print(
                 f"{stamp()}   status {status.status:<11} "
                 f"secondary_status {status.secondary_status}{staged}"
@@ -106,6 +117,10 @@ def run_demo(factory: LocalFactory) -> int:
         shown = {k: v for k, v in body.items() if k != "log"}
         shown["log"] = "(the per-class report below)" if body.get("log") else None
         print(json.dumps(shown, indent=2))
+        loss = client.metrics(job_name).metrics.get("train:loss", [])
+        if loss:  # parsed from the training log by the job's MetricDefinitions
+            shown_loss = " -> ".join(f"{point.value:.4f}" for point in _spread(loss, 8))
+            print(f"{stamp()} client.metrics(...) train:loss {shown_loss}")
         if body.get("model"):
             model = requests.get(client.model_url(job_name).model, timeout=30)
             print(

@@ -34,6 +34,7 @@ from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id, emulated_keys
 from aifactory_local.batch import BatchServer, LocalBatch
+from aifactory_local.cloudwatch import LOG_GROUP as TRAINING_LOG_GROUP
 from aifactory_local.events import EventBus, Rule
 from aifactory_local.lambdas import (
     InvocationLogFilter,
@@ -267,6 +268,8 @@ class LocalFactory:
             stop_grace_seconds=self.stop_grace_seconds,
             spot=self.spot,
             instance_quotas=self.instance_quotas,
+            logs=self.client("logs"),
+            cloudwatch=self.client("cloudwatch"),
         )
         # The training queue (Scheduler=batch), as the template's Batch resources define it.
         self.batch = _local_batch(template, self.sagemaker, self._emit)
@@ -493,6 +496,10 @@ class LocalFactory:
                 # Metrics are EMF lines on stdout, which CloudWatch reads when deployed; here
                 # they would interleave with the terminal's output. `environment` re-enables.
                 "POWERTOOLS_METRICS_DISABLED": "true",
+                # Training runs in seconds here, not hours: metric series per second (the
+                # runtime publishes high-resolution metrics), progress read at most each second.
+                "TRAINING_METRICS_PERIOD_SECONDS": "1",
+                "PROGRESS_CACHE_SECONDS": "1",
             }
         )
         env.update(self.environment)
@@ -527,7 +534,7 @@ class LocalFactory:
         from aifactory import aws, runtime
 
         runtime.get_runtime()
-        for service in ("batch", "dynamodb", "kms", "s3", "sagemaker", "sqs"):
+        for service in ("batch", "cloudwatch", "dynamodb", "kms", "logs", "s3", "sagemaker", "sqs"):
             aws.client(service)
         aws.resource("dynamodb")
 
@@ -577,6 +584,8 @@ class LocalFactory:
         for name in queues:
             with contextlib.suppress(Exception):
                 sqs.delete_queue(QueueUrl=self.env[name])
+        with contextlib.suppress(Exception):
+            self.client("logs").delete_log_group(logGroupName=TRAINING_LOG_GROUP)
         with contextlib.suppress(Exception):
             self.client("kms").schedule_key_deletion(
                 KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7

@@ -21,7 +21,12 @@ from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from aifactory.models import CreateTrainingJobRequest, JobNameRequest, ListJobsRequest
+from aifactory.models import (
+    CreateTrainingJobRequest,
+    JobNameRequest,
+    ListJobsRequest,
+    TrainingLogsRequest,
+)
 from aifactory_client import models as responses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +37,7 @@ REQUEST_MODELS: list[type[BaseModel]] = [
     CreateTrainingJobRequest,
     ListJobsRequest,
     JobNameRequest,
+    TrainingLogsRequest,
 ]
 RESPONSE_MODELS: list[type[BaseModel]] = [
     responses.CreateResponse,
@@ -40,6 +46,8 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     responses.StopResponse,
     responses.RedeliverResponse,
     responses.ModelUrlResponse,
+    responses.TrainingLogsResponse,
+    responses.TrainingMetricsResponse,
     responses.ErrorResponse,
     responses.GatewayError,
     responses.Callback,
@@ -188,6 +196,30 @@ def build_spec() -> dict[str, Any]:
             {
                 **_ok(responses.ModelUrlResponse, "The link and when its signature expires."),
                 **_error_responses("400", "404", "409", "500"),
+            },
+        ),
+        "/get_training_logs": _operation(
+            "getTrainingLogs",
+            "A page of the job's training log (CloudWatch Logs), oldest line first.",
+            _json_body(TrainingLogsRequest),
+            {
+                **_ok(responses.TrainingLogsResponse, "Up to `limit` lines, and the next token."),
+                **_error_responses(
+                    "400",
+                    "404",
+                    "500",
+                    e400="Bad input: the message names the field (a bad `limit`, or a "
+                    "`next_token` of another job or owner).",
+                ),
+            },
+        ),
+        "/get_training_metrics": _operation(
+            "getTrainingMetrics",
+            "The job's training metrics (train:loss, train:step, train:learning_rate).",
+            _json_body(JobNameRequest),
+            {
+                **_ok(responses.TrainingMetricsResponse, "Each series in time order."),
+                **_error_responses("400", "404", "500"),
             },
         ),
     }

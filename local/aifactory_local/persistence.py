@@ -4,7 +4,8 @@ Factory at a time the use of a state dir.
     <state>/lock              held (flock) while a Factory runs; names its process
     <state>/api-keys.json     the API keys (0600): a generated key is reused on the next start
     <state>/aws.pickle        the emulated AWS account: S3 objects, DynamoDB items, SQS
-                              messages, the KMS key (moto's backends, pickled on stop)
+                              messages, the KMS key, the training logs and metrics (moto's
+                              backends, pickled on stop)
     <state>/resources.json    the names of the stack's resources in that account
     <state>/sagemaker.json    the training jobs, as DescribeTrainingJob shows them
     <state>/batch.json        the training queue's service jobs and the tenants' usage
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 # The services the Factory provisions; their moto backends hold the whole account.
-SERVICES = ("s3", "dynamodb", "sqs", "kms")
+SERVICES = ("s3", "dynamodb", "sqs", "kms", "logs", "cloudwatch")
 FORMAT = 1
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aifactory_local.cloudwatch import compile_definitions
 from aifactory_local.httpserver import BackgroundServer, QuietHandler
 from aifactory_local.training import (
     INTERRUPTED_REASON,
@@ -74,6 +75,8 @@ class LocalSageMaker:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         spot: SpotSimulation | None = None,
         instance_quotas: dict[str, int] | None = None,
+        logs: Any = None,
+        cloudwatch: Any = None,
     ) -> None:
         """`instance_quotas` are the account's quotas of training instances per instance type
         ("ml.m5.large for training job usage"): a job beyond its type's quota is refused with
@@ -81,6 +84,9 @@ class LocalSageMaker:
         self.spot = spot
         self.instance_quotas = dict(instance_quotas or {})
         self.s3 = s3
+        # Where trainers' output goes, as on SageMaker (CloudWatch Logs and metrics).
+        self.logs = logs
+        self.cloudwatch = cloudwatch
         self.resolver = resolver
         self.emit = emit
         self.jobs_dir = jobs_dir
@@ -162,6 +168,10 @@ class LocalSageMaker:
         output = _require(params, "OutputDataConfig", "S3OutputPath")
         _require(params, "ResourceConfig", "InstanceType")
         _require(params, "StoppingCondition")
+        try:
+            compile_definitions(params["AlgorithmSpecification"].get("MetricDefinitions") or [])
+        except ValueError as exc:
+            raise SageMakerError("ValidationException", str(exc)) from None
         uris = [output] + [
             c.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri", "")
             for c in params.get("InputDataConfig") or []
@@ -189,6 +199,8 @@ class LocalSageMaker:
                 self._shutdown,
                 stop_grace_seconds=self.stop_grace_seconds,
                 spot=self.spot,
+                logs=self.logs,
+                cloudwatch=self.cloudwatch,
             )
             self.jobs[name] = job
             self.runners[name] = runner

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aifactory_local.cloudwatch import TrainingOutput
 from aifactory_local.provision import ACCOUNT_ID, REGION
 from aifactory_local.template import REPO_ROOT
 
@@ -68,6 +69,9 @@ _STATUS_MESSAGES = {
     "Interrupted": "The job was interrupted because the spot capacity was reclaimed",
     "MaxWaitTimeExceeded": "Training job exceeded MaxWaitTimeInSeconds provided",
 }
+# How long the runtime waits, once the trainer has exited, for the rest of its output (a child
+# process it left behind may hold the pipe open).
+OUTPUT_DRAIN_SECONDS = 10.0
 # Where SageMaker puts a job's checkpoints (CheckpointConfig.LocalPath) under /opt/ml.
 CHECKPOINTS = "checkpoints"
 
@@ -394,9 +398,14 @@ class JobRunner:
         shutdown: threading.Event,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         spot: SpotSimulation | None = None,
+        logs: Any = None,
+        cloudwatch: Any = None,
     ) -> None:
         self.job = job
         self.s3 = s3
+        # CloudWatch Logs and metrics of the emulated account (None: training.log only).
+        self.logs = logs
+        self.cloudwatch = cloudwatch
         self.resolver = resolver
         self._emit_fn = emit
         self.shutdown = shutdown
@@ -573,11 +582,18 @@ class JobRunner:
                 cwd=job.dir,
                 env=_trainer_env(job),
                 stdin=subprocess.DEVNULL,
-                stdout=output,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             output.write(f"[trainer pid {self.process.pid}]\n".encode())
+        reader = threading.Thread(
+            target=self.read_output,
+            args=(self.process.stdout, self.cloudwatch_output()),
+            name=f"output-{job.name}",
+            daemon=True,
+        )
+        reader.start()
         terminated_at: float | None = None
         while True:
             try:
@@ -598,11 +614,38 @@ class JobRunner:
                     terminated_at = time.monotonic()
             elif time.monotonic() - terminated_at > self.stop_grace_seconds:
                 self.signal(signal.SIGKILL)
+        # Every line is in training.log and CloudWatch before the job's next state is sent.
+        reader.join(OUTPUT_DRAIN_SECONDS)
         with job.log_file.open("ab") as output:
             output.write(f"[exit status {code}]\n".encode())
         if self.shutdown.is_set() and not job.stop_requested.is_set():
             raise _Shutdown()
         return code
+
+    def cloudwatch_output(self) -> TrainingOutput | None:
+        """This trainer run's log stream and metrics, when the runtime has CloudWatch."""
+        if self.logs is None or self.cloudwatch is None:
+            return None
+        definitions = self.job.params["AlgorithmSpecification"].get("MetricDefinitions") or []
+        try:
+            return TrainingOutput(self.logs, self.cloudwatch, self.job.name, definitions).start()
+        except Exception:  # the job still trains; its training.log has every line
+            log.exception("job %s: no CloudWatch log stream", self.job.name)
+            return None
+
+    def read_output(self, stream: Any, shipper: TrainingOutput | None) -> None:
+        """The trainer's stdout and stderr, line by line, to training.log and CloudWatch."""
+        try:
+            with self.job.log_file.open("ab") as output:
+                for raw in iter(stream.readline, b""):
+                    output.write(raw)
+                    output.flush()
+                    if shipper is not None:
+                        shipper.line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        finally:
+            stream.close()
+            if shipper is not None:
+                shipper.close()
 
     # -- managed spot ------------------------------------------------------------------------
     def train(self, command: list[str]) -> int:

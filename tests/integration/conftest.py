@@ -27,6 +27,8 @@ FUNCTIONS = (
     "redeliver_callback",
     "get_model_url",
     "reconcile",
+    "get_training_logs",
+    "get_training_metrics",
 )
 
 

@@ -13,6 +13,8 @@ API = {
     "check_training_status.json": ("check_training_status", 404),
     "redeliver_callback.json": ("redeliver_callback", 404),
     "get_model_url.json": ("get_model_url", 404),
+    "get_training_logs.json": ("get_training_logs", 404),
+    "get_training_metrics.json": ("get_training_metrics", 404),
     # POST / (the stage root): the seed's status URL, answered as /check_training_status
     "check_training_status_root.json": ("check_training_status", 404),
 }

@@ -60,6 +60,8 @@ def test_the_template_wires_every_function_to_its_trigger() -> None:
         "/check_training_status": "StatusFn",
         "/redeliver_callback": "RedeliverFn",
         "/get_model_url": "ModelUrlFn",
+        "/get_training_logs": "TrainingLogsFn",
+        "/get_training_metrics": "TrainingMetricsFn",
         "/": "StatusFn",  # the seed's status URL, the stage root
     }
     (schedule,) = specs["ReconcileFn"].events_of_type("Schedule")

@@ -37,6 +37,8 @@ FUNCTIONS = {
     "RedeliverFn": "redeliver_callback",
     "ModelUrlFn": "get_model_url",
     "ReconcileFn": "reconcile",
+    "TrainingLogsFn": "get_training_logs",
+    "TrainingMetricsFn": "get_training_metrics",
 }
 
 # API function logical id -> route (all POST).
@@ -47,6 +49,8 @@ API_ROUTES = {
     "StatusFn": "/check_training_status",
     "RedeliverFn": "/redeliver_callback",
     "ModelUrlFn": "/get_model_url",
+    "TrainingLogsFn": "/get_training_logs",
+    "TrainingMetricsFn": "/get_training_metrics",
 }
 
 # Further routes (all POST) -> API function logical id: the seed's status URL is the stage root.

@@ -24,7 +24,16 @@ pytestmark = pytest.mark.template
 
 TOPIC = "${AlarmTopic}"
 ROOT = Path(__file__).resolve().parents[2]
-API_FUNCTIONS = ("CreateFn", "ListFn", "StopFn", "StatusFn", "RedeliverFn", "ModelUrlFn")
+API_FUNCTIONS = (
+    "CreateFn",
+    "ListFn",
+    "StopFn",
+    "StatusFn",
+    "RedeliverFn",
+    "ModelUrlFn",
+    "TrainingLogsFn",
+    "TrainingMetricsFn",
+)
 
 
 def _alarms(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -43,6 +43,10 @@ JOB_QUEUE = (
 SERVICE_JOBS = "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:service-job/*"
 RETRY_QUEUE = "${CallbackRetryQueue.Arn}"
 IDEMPOTENCY_TABLE = "${IdempotencyTable.Arn}"
+TRAINING_LOG_GROUP = (
+    "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+    ":log-group:/aws/sagemaker/TrainingJobs"
+)
 # API keys, read for their aifactory:tenant tag (the caller's tenant).
 API_KEYS = "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"
 
@@ -87,6 +91,9 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     "StatusFn": {
         "apigateway:GET": {API_KEYS},
         "dynamodb:GetItem": {TABLE},
+        # While a job trains: its latest train:step, cached on the job record.
+        "dynamodb:UpdateItem": {TABLE},
+        "cloudwatch:GetMetricData": {"*"},
     },
     "StageFn": {
         "dynamodb:GetItem": {TABLE},
@@ -151,6 +158,21 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
         "kms:Decrypt": {KEY},
+    },
+    "TrainingLogsFn": {
+        "apigateway:GET": {API_KEYS},
+        "dynamodb:GetItem": {TABLE},
+        # SageMaker's training log group, and only the streams of the Factory's jobs.
+        "logs:DescribeLogStreams": {TRAINING_LOG_GROUP, TRAINING_LOG_GROUP + ":*"},
+        "logs:GetLogEvents": {
+            TRAINING_LOG_GROUP + ":log-stream:sage-maker-train-*",
+            TRAINING_LOG_GROUP + ":log-stream:AWSBatchsage-maker-train-*",
+        },
+    },
+    "TrainingMetricsFn": {
+        "apigateway:GET": {API_KEYS},
+        "dynamodb:GetItem": {TABLE},
+        "cloudwatch:GetMetricData": {"*"},
     },
     "ReconcileFn": {
         # The sparse sweep index only: never a table scan, never another index.
@@ -227,11 +249,13 @@ def test_no_allow_statement_grants_a_wildcard_action(cfn: dict[str, Any]) -> Non
 def test_identity_policies_use_resource_star_only_where_aws_requires_it(
     cfn: dict[str, Any],
 ) -> None:
-    # ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level permissions
-    # and neither have Batch's service-job reads nor SageMaker's ListTrainingJobs
+    # ecr:GetAuthorizationToken, cloudwatch:PutMetricData and cloudwatch:GetMetricData have no
+    # resource-level permissions, and neither have Batch's service-job reads nor SageMaker's
+    # ListTrainingJobs
     unscoped_ok = {
         "ecr:GetAuthorizationToken",
         "cloudwatch:PutMetricData",
+        "cloudwatch:GetMetricData",
         "batch:DescribeServiceJob",
         "batch:ListServiceJobs",
         "sagemaker:ListTrainingJobs",

@@ -122,7 +122,7 @@ def test_api_gateway_errors_keep_a_json_body(cfn: dict[str, Any], response_type:
 # ------------------------------------------------------------------------------------------
 
 
-def test_stack_has_exactly_its_ten_functions(cfn: dict[str, Any]) -> None:
+def test_stack_has_exactly_its_twelve_functions(cfn: dict[str, Any]) -> None:
     assert set(resources_of_type(cfn, "AWS::Lambda::Function")) == set(FUNCTIONS)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, cost, metrics, scheduling, timefmt
+from aifactory import aws, cost, metrics, scheduling, timefmt, training_metrics
 from aifactory.errors import Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
@@ -132,6 +132,9 @@ def job_status(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
         # Staging progress (additive): records and pages staged so far.
         status["staged_records"] = int(job.get("staged_records", 0))
         status["staged_pages"] = int(job.get("staged_pages", 0))
+    if job["status"] == "InProgress" and job.get("secondary_status") == "Training":
+        # Training progress (additive): null until the image reports a step.
+        status["progress"] = training_metrics.progress(rt, job)
     if job["status"] in TERMINAL_STATUSES:
         status.update(cost.status_fields(job))  # what the job cost, once it has ended
         # The evaluation report (additive), in the callback's `log` shape, once the callback

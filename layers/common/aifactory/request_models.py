@@ -247,6 +247,13 @@ class JobNameRequest(BaseModel):
     job_name: Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
 
 
+class TrainingLogsRequest(JobNameRequest):
+    """A page of a job's training log: `next_token` from the previous page reads on."""
+
+    limit: Count = Field(default=1000, ge=1, le=10000)
+    next_token: Annotated[str, StringConstraints(min_length=1, max_length=16384)] | None = None
+
+
 # What is expected, in the terms of the JSON a client sends (not the model classes' names).
 _USER_TERMS = {
     "model_type": "must be a JSON object",

@@ -185,6 +185,12 @@ class Settings:
     )
     # Report scan: the time bound (see report_scan_max_bytes above).
     report_scan_max_seconds: float = Field(alias="REPORT_SCAN_MAX_SECONDS", default=60.0, gt=0)
+    # Training metrics: the period of the series read back from CloudWatch (SageMaker's
+    # metrics are 1-minute data), and how long a job's progress is kept on its record.
+    training_metrics_period_seconds: int = Field(
+        alias="TRAINING_METRICS_PERIOD_SECONDS", default=60, ge=1, le=3600
+    )
+    progress_cache_seconds: float = Field(alias="PROGRESS_CACHE_SECONDS", default=5.0, ge=0)
 
     def __init__(self, **values: Any) -> None:
         for name, spec in self.model_fields.items():

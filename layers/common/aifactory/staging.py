@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import cost, metrics, report, scheduling, timefmt
+from aifactory import cost, metrics, report, scheduling, timefmt, training_metrics
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
@@ -635,8 +635,9 @@ def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
         "AlgorithmSpecification": {
             "TrainingImage": model["image"],
             "TrainingInputMode": "File",
-            # The report's `avg` row, kept by SageMaker too (the callback's fallback).
-            "MetricDefinitions": report.METRIC_DEFINITIONS,
+            # The report's `avg` row, kept by SageMaker too (the callback's fallback), and
+            # the training progress (train:step, train:loss, train:learning_rate).
+            "MetricDefinitions": report.METRIC_DEFINITIONS + training_metrics.METRIC_DEFINITIONS,
         },
         "RoleArn": settings.sagemaker_role_arn,
         "HyperParameters": model["hyperparameters"],

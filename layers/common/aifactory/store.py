@@ -612,6 +612,21 @@ class JobStore:
         """Keep the evaluation report (the callback's `log`) for check_training_status."""
         self._update(job_name, {"report": report})
 
+    def save_progress(
+        self, job_name: str, progress: dict[str, Any] | None, checked_at: str
+    ) -> None:
+        """Cache a training job's progress on its record, unless a newer reading is there."""
+        self._update(
+            job_name,
+            {
+                "progress": (
+                    {k: _dynamo_number(v) for k, v in progress.items()} if progress else None
+                ),
+                "progress_checked_at": checked_at,
+            },
+            Attr("progress_checked_at").not_exists() | Attr("progress_checked_at").lt(checked_at),
+        )
+
 
 def _progress_mark() -> dict[str, str]:
     """When staging last moved: the reconciler leaves staging that is still moving alone."""
