@@ -336,6 +336,7 @@ callback receiver; these two commands, each in its own terminal, serve them with
   bucket          {facts["bucket"]}
   table           {facts["table"]}
   SageMaker       {factory.sagemaker_url}   (local training runtime)
+  training queue  {queue_line(factory)}
   state dir       {factory.state_dir}   (jobs/<job>/training.log, logs/)
   state           {restored}
   egress          {
@@ -362,6 +363,15 @@ or from Python, with the same export line in the environment (boto3 reads it):
 
 (key {key_name!r}; Ctrl-C stops the Factory)
 """
+
+
+def queue_line(factory: LocalFactory) -> str:
+    """How staged jobs reach the local SageMaker: the Batch queue, or directly."""
+    if factory.scheduler == "direct":
+        return "none: jobs go straight to SageMaker (Scheduler=direct)"
+    capacity = factory.batch.capacity if factory.batch else "?"
+    url = factory.batch_server.url if factory.batch_server else "?"
+    return f"{url}   (AWS Batch; {capacity} training instances at once, fair share)"
 
 
 def export_line(aws_endpoint_url: str) -> str:

@@ -184,6 +184,11 @@ class LocalFactory:
         return self.sagemaker_server.url if self.sagemaker_server else ""
 
     @property
+    def scheduler(self) -> str:
+        """The template's Scheduler parameter, as this Factory runs it."""
+        return str(self.env.get("SCHEDULER") or "batch")
+
+    @property
     def bucket(self) -> str:
         return self.env.get("DATA_BUCKET", "")
 

@@ -141,3 +141,11 @@ def test_serve_refuses_an_unknown_parameter_naming_it(capsys: pytest.CaptureFixt
     assert "did you mean MaxTrainingInstances?" in err
     args = build_parser().parse_args(["serve", "--parameter", "MaxTrainingInstances=1"])
     assert args.parameter == [("MaxTrainingInstances", "1")]
+
+
+def test_the_banner_says_how_jobs_reach_training(factory: LocalFactory) -> None:
+    from aifactory_local.cli import describe
+
+    [line] = [line for line in describe(factory).splitlines() if "training queue" in line]
+    assert factory.batch_server is not None and factory.batch_server.url in line
+    assert "1 training instances at once, fair share" in line
