@@ -231,23 +231,24 @@ class PageFetcher:
         self._lock = threading.Lock()
         settings = rt.settings
         self.attempts = settings.staging_max_page_attempts
-        self._wait = _RetryAfterOrJitter(
-            settings.staging_retry_base_seconds,
-            settings.staging_retry_max_seconds,
-            settings.staging_retry_after_max_seconds,
-        )
-
-    def fetch(self, offset: int, page_size: int) -> Page:
-        retrying = Retrying(
+        # One policy for every page: tenacity keeps each call's state per thread, so the
+        # window's threads share it (building one per page cost more than parsing the page).
+        self._retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=self._wait,
+            wait=_RetryAfterOrJitter(
+                settings.staging_retry_base_seconds,
+                settings.staging_retry_max_seconds,
+                settings.staging_retry_after_max_seconds,
+            ),
             retry=retry_if_exception_type(_Transient),
             sleep=self._sleep,
             before_sleep=self._count_retry,
             reraise=True,
         )
+
+    def fetch(self, offset: int, page_size: int) -> Page:
         try:
-            return retrying(self._attempt, offset, page_size)
+            return self._retrying(self._attempt, offset, page_size)
         except _Transient as exc:
             tries = "once" if self.attempts == 1 else f"{self.attempts} times"
             raise StagingFailed(f"{exc} (tried {tries})") from None
