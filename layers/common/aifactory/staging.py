@@ -509,7 +509,8 @@ class Stager:
     def _write(self, index: int, skip: int, page: Page) -> None:
         """The page's records from `skip` on, into shards no larger than the shard size.
 
-        A page that fits in the open shard goes in whole, as the bytes it was fetched as.
+        A page that fits in the open shard goes in whole, as the one bytes object its lines
+        were joined into; only a shard boundary slices it.
         """
         data, ends, limit = page.data, page.ends, self.settings.staging_shard_bytes
         position = skip
