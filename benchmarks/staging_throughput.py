@@ -20,17 +20,21 @@ This is a benchmark, not a timed test: it prints figures and the ratios the issu
 """
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import requests
@@ -123,7 +127,19 @@ def start_endpoint(total: int, latency_ms: float) -> tuple[Child, str]:
 
 
 # -- the three ways ----------------------------------------------------------------------------
-def bare(url: str, pages: int, page_size: int, concurrency: int) -> float:
+class Run(NamedTuple):
+    seconds: float  # wall time
+    cpu: float  # this process's CPU time, every thread
+
+
+def measured(work: Callable[[], object]) -> Run:
+    started, cpu = time.perf_counter(), time.process_time()
+    work()
+    return Run(time.perf_counter() - started, time.process_time() - cpu)
+
+
+def bare(url: str, pages: int, page_size: int, concurrency: int, *, parse: bool) -> Run:
+    """The pages fetched by a bare client with `concurrency` in flight; parsed, discarded."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=concurrency)
     session.mount("http://", adapter)
@@ -131,18 +147,22 @@ def bare(url: str, pages: int, page_size: int, concurrency: int) -> float:
     def fetch(index: int) -> None:
         form = {"offset": index * page_size, "page_size": page_size}
         response = session.post(url, data=form, timeout=30)
-        response.content  # noqa: B018 - read and discard
+        if parse:
+            json.loads(response.content)
+        else:
+            response.content  # noqa: B018 - read and discard
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(fetch, range(pages)))
-    return time.perf_counter() - started
+    def work() -> None:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(fetch, range(pages)))
+
+    return measured(work)
 
 
-def naive(url: str, page_size: int, bucket: str) -> float:
+def naive(url: str, page_size: int, bucket: str) -> Run:
     import boto3
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     session, records, offset = requests.Session(), [], 0
     while True:
         form = {"offset": offset, "page_size": page_size}
@@ -153,13 +173,15 @@ def naive(url: str, page_size: int, bucket: str) -> float:
             break
     body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
     boto3.client("s3").put_object(Bucket=bucket, Key="naive/data.jsonl", Body=body)
-    return time.perf_counter() - started
+    return Run(time.perf_counter() - started, time.process_time() - cpu)
 
 
 class Streaming:
-    """When the project's page window handed out its first and last page."""
+    """When the project's page window handed out its first and last page, and the process's
+    CPU time then."""
 
     first = last = 0.0
+    first_cpu = last_cpu = 0.0
 
     @classmethod
     def install(cls) -> None:
@@ -169,25 +191,33 @@ class Streaming:
 
         def timed(window: Any, index: int, *args: Any, **kwargs: Any) -> Any:
             if not cls.first:
-                cls.first = time.perf_counter()
+                cls.first, cls.first_cpu = time.perf_counter(), time.process_time()
             try:
                 return real(window, index, *args, **kwargs)
             finally:
-                cls.last = time.perf_counter()
+                cls.last, cls.last_cpu = time.perf_counter(), time.process_time()
 
         PageWindow.get = timed  # type: ignore[method-assign]
 
     @classmethod
     def reset(cls) -> None:
-        cls.first = cls.last = 0.0
+        cls.first = cls.last = cls.first_cpu = cls.last_cpu = 0.0
 
     @classmethod
-    def seconds(cls) -> float:
-        return cls.last - cls.first
+    def run(cls) -> "Run":
+        return Run(cls.last - cls.first, cls.last_cpu - cls.first_cpu)
 
 
-def project(url: str, page_size: int, *, traced: bool = False) -> tuple[float, dict[str, Any], int]:
-    """Create a job for `url` and stage it; (seconds, manifest, peak traced bytes)."""
+class Staged(NamedTuple):
+    run: Run
+    manifest: dict[str, Any]
+    peak: int  # peak traced bytes (0 when not traced)
+
+
+def project(
+    url: str, page_size: int, *, traced: bool = False, profile: cProfile.Profile | None = None
+) -> Staged:
+    """Create a job for `url` and stage it (only stage_job is timed)."""
     from aifactory import jobs, runtime
     from aifactory.models import CreateTrainingJobRequest, validate
     from aifactory.staging import stage_job
@@ -205,16 +235,69 @@ def project(url: str, page_size: int, *, traced: bool = False) -> tuple[float, d
     peak = 0
     if traced:
         tracemalloc.start()
-    started = time.perf_counter()
-    stage_job(rt, job)
-    elapsed = time.perf_counter() - started
+    if profile is not None:
+        profile.enable()
+    run = measured(lambda: stage_job(rt, job))
+    if profile is not None:
+        profile.disable()
     if traced:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     body = rt.storage.open(f"datasets/{job}/manifest.json")
     if body is None:
         raise RuntimeError(f"{job} was not staged: {rt.store.get(job)}")
-    return elapsed, json.loads(body.read()), peak
+    return Staged(run, json.loads(body.read()), peak)
+
+
+# What the stager's CPU time is spent on, by the file of the function that spent it.
+KINDS = (
+    ("JSON", ("json/", "orjson", "msgspec", "JSONEncoder", "JSONDecoder", "'dumps'", "'loads'")),
+    (
+        "HTTP (requests, urllib3, http.client, urllib.parse, email headers, sockets)",
+        ("requests/", "urllib3/", "http/", "urllib/", "email/", "socket", "ssl"),
+    ),
+    ("AWS calls (botocore, boto3, s3transfer)", ("botocore/", "boto3/", "s3transfer/")),
+    ("sha256 and bytes", ("sha256", "_hashlib", "'join'", "bytearray", "bytes")),
+    ("threads and futures", ("threading", "concurrent/", "_thread", "queue")),
+    ("retries (tenacity)", ("tenacity/",)),
+    ("egress checks", ("aifactory/egress",)),
+    ("staging (the layer's own code)", ("aifactory/",)),
+)
+
+
+def print_profile(profile: cProfile.Profile, seconds: float, top: int) -> dict[str, float]:
+    """Print the top functions by their own CPU time; the CPU time by kind."""
+    stats = pstats.Stats(profile)
+    rows = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in rows.values()) or 1.0
+    print(f"  cProfile, process CPU clock: {total:.2f} s of CPU in {seconds:.2f} s")
+    print(f"  top {top} functions by their own CPU time:")
+    ranked = sorted(rows.items(), key=lambda item: item[1][2], reverse=True)
+    for (filename, line, name), row in ranked[:top]:
+        where = "~" if filename == "~" else f"{filename.split('site-packages/')[-1]}:{line}"
+        label = name if filename == "~" else f"{where}({name})"
+        print(f"    {row[2]:6.3f} s {100 * row[2] / total:5.1f}%  {row[1]:>8} calls  {label}")
+    # A built-in (a C function, file "~") counts for the code that called it.
+    kinds: dict[str, float] = {}
+    for (filename, _, name), row in rows.items():
+        callers = row[4] if filename == "~" else {}
+        spent_by = [(key, figures[2]) for key, figures in callers.items()] or [
+            ((filename, 0, name), row[2])
+        ]
+        for (where, _, called), spent in spent_by:
+            described = f"{where} '{called}' '{name}'"
+            kind = next((k for k, marks in KINDS if any(m in described for m in marks)), "other")
+            kinds[kind] = kinds.get(kind, 0.0) + spent
+    return kinds
+
+
+LABELS = {
+    "project": "project (stage_job, end to end)",
+    "streaming": "project (pages streaming: first to last page written)",
+    "bare": "bare client, same window, json.loads, records discarded",
+    "fetch-only": "bare client, same window, bodies discarded unparsed",
+    "naive": "naive sequential loop",
+}
 
 
 def mark(ok: bool) -> str:
@@ -232,8 +315,10 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs of each way (best kept)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each way (median kept)")
     parser.add_argument("--naive-runs", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="profile one staging, then stop")
+    parser.add_argument("--top", type=int, default=20, help="functions the profile lists")
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[10_000, 1_000_000])
     args = parser.parse_args()
     if args.command == "serve":
@@ -270,33 +355,70 @@ def main() -> None:
         ideal = args.pages * args.latency_ms / 1000 / args.concurrency
         print(
             f"{args.pages} pages of {args.page_size} records, {args.latency_ms:g} ms a page, "
-            f"concurrency {args.concurrency} (ideal {ideal:.2f} s); best of {args.runs}"
+            f"concurrency {args.concurrency} (ideal {ideal:.2f} s); median of {args.runs}"
         )
         Streaming.install()
         project(url, args.page_size)  # warm up connections and clients
-        runs: dict[str, list[float]] = {"project": [], "streaming": [], "bare": [], "naive": []}
+        if args.profile:
+            print("the project (stage_job):")
+            profile = cProfile.Profile(time.process_time)
+            staged = project(url, args.page_size, profile=profile)
+            kinds = print_profile(profile, staged.run.seconds, args.top)
+            print("the bare client with the same window (fetch, json.loads, discard):")
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            run = bare(url, args.pages, args.page_size, args.concurrency, parse=True)
+            profile.disable()
+            bare_kinds = print_profile(profile, run.seconds, args.top)
+            print("CPU time by kind (profiled: cProfile's own cost inflates Python calls)")
+            print(f"  {'project':>9} {'bare':>9}")
+            for kind in sorted(kinds.keys() | bare_kinds.keys(), key=lambda k: -kinds.get(k, 0)):
+                print(f"  {kinds.get(kind, 0):8.3f}s {bare_kinds.get(kind, 0):8.3f}s  {kind}")
+            print(f"  {sum(kinds.values()):8.3f}s {sum(bare_kinds.values()):8.3f}s  in all")
+            return
+        runs: dict[str, list[Run]] = {name: [] for name in LABELS}
+        staged_bytes = 0
         for run in range(args.runs):  # interleaved, so drift in the machine's load hits all
-            runs["project"].append(project(url, args.page_size)[0])
-            runs["streaming"].append(Streaming.seconds())
-            runs["bare"].append(bare(url, args.pages, args.page_size, args.concurrency))
+            staged = project(url, args.page_size)
+            staged_bytes = staged.manifest["bytes"]
+            runs["project"].append(staged.run)
+            runs["streaming"].append(Streaming.run())
+            runs["bare"].append(bare(url, args.pages, args.page_size, args.concurrency, parse=True))
+            runs["fetch-only"].append(
+                bare(url, args.pages, args.page_size, args.concurrency, parse=False)
+            )
             if run < args.naive_runs:  # the naive loop takes the longest and varies the least
                 runs["naive"].append(naive(url, args.page_size, bucket))
-        times = {name: min(values) for name, values in runs.items() if values}
-        labels = {
-            "project": "project  (stage_job, end to end)",
-            "streaming": "project  (pages streaming: first to last page written)",
-            "bare": "bare requests client",
-            "naive": "naive sequential loop",
+        gb = staged_bytes / 1e9
+        print(f"  {staged_bytes / 1e6:.1f} MB of JSON Lines staged each time")
+        print(f"  {'time':>8} {'pages/s':>8} {'CPU':>8} {'CPU s/GB':>9}")
+        median = {
+            name: Run(
+                statistics.median(r.seconds for r in values),
+                statistics.median(r.cpu for r in values),
+            )
+            for name, values in runs.items()
+            if values
         }
-        for name, seconds in times.items():
-            print(f"  {seconds:6.2f} s {args.pages / seconds:6.0f} pages/s  {labels[name]}")
+        for name, figures in median.items():
+            cpu = f"{figures.cpu:7.2f}s {figures.cpu / gb:9.0f}"
+            print(
+                f"  {figures.seconds:7.2f}s {args.pages / figures.seconds:8.0f} {cpu}  "
+                f"{LABELS[name]}"
+            )
+        times = {name: figures.seconds for name, figures in median.items()}
         overhead = times["project"] - times["streaming"]
         print(f"  ({overhead:.2f} s of the project's time is the job's AWS calls around staging)")
         vs_bare = times["bare"] / times["streaming"]
         vs_bare_total = times["bare"] / times["project"]
         print(
-            f"  project throughput / bare requests client: {vs_bare:.2f}x  (target >= 0.9: "
+            f"  project throughput / bare client: {vs_bare:.2f}x  (target >= 0.9: "
             f"{mark(vs_bare >= 0.9)}); end to end {vs_bare_total:.2f}x"
+        )
+        cpu_ratio = median["project"].cpu / median["bare"].cpu
+        print(
+            f"  project CPU (stage_job, end to end) / bare client CPU: {cpu_ratio:.2f}x  "
+            f"(target <= 1.3: {mark(cpu_ratio <= 1.3)})"
         )
         if "naive" in times:
             vs_naive = times["naive"] / times["project"]
@@ -313,9 +435,10 @@ def main() -> None:
         for total in (small, large):
             endpoint, url = start_endpoint(total, 0)
             try:
-                seconds, manifest, peak = project(url, 500, traced=True)
+                staged = project(url, 500, traced=True)
             finally:
                 endpoint.stop()
+            seconds, manifest, peak = staged.run.seconds, staged.manifest, staged.peak
             peaks[total] = peak
             print(
                 f"  {total:>9} records: {manifest['bytes'] / 1e6:7.1f} MB in "

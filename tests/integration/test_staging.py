@@ -325,6 +325,72 @@ def test_pages_are_written_in_order_and_never_requested_far_past_the_end(
     assert len(pages) == len(set(pages))  # and no page twice
 
 
+# Pages spelled as an endpoint may spell them (JSON text, not Python values): numbers in every
+# form JSON allows, escapes, non-ASCII text. The second page holds integers beyond 64 bits and
+# a float of 1e16 or more; the third comes with a UTF-8 byte-order mark.
+def spelled_page(records: list[str]) -> str:
+    return '{"datasets": [' + ", ".join(records) + "]}"
+
+
+SPELLED_PAGES = [
+    spelled_page(
+        [
+            f'{{"i": {i}, "e": 1E+2, "f": 2.50, "z": -0, "nz": -0.0, "small": 1e-5, "smaller": '
+            f'1.5e-7, "tiny": 5e-324, "max": 1.7976931348623157e308, "whole": 1.0, "big": '
+            f'9007199254740993, "u64": 18446744073709551615, "nested": [{{"x": [0.1, -2, true, '
+            f'null]}}], "text": "caf\\u00e9 \\u2603 \\ud83d\\ude00 \\u2028 \\u007f '
+            f'\\u0001\\t \\"q\\" \\\\ \\/ \u00e9"}}'
+            for i in range(PAGE)
+        ]
+    ),
+    spelled_page(
+        [
+            f'{{"i": {PAGE + i}, "over": 18446744073709551616, "under": -9223372036854775809, '
+            f'"huge": 123456789012345678901234567890, "large": 1e16, "larger": 2.5E+300}}'
+            for i in range(PAGE)
+        ]
+    ),
+    '\ufeff{"datasets": [{"i": 20}, {"i": 21, "f": 0.5}]}',
+]
+# A JSON number in compact JSON text (after a colon, a comma or a bracket).
+_NUMBER = re.compile(r"(?<=[:,\[])-?\d[\d.eE+-]*")
+
+
+def float_spelling(line: str) -> str:
+    """The line with each float spelled as Python spells its value: 1e-05 for 0.00001."""
+    return _NUMBER.sub(lambda m: repr(float(m[0])) if any(c in m[0] for c in ".eE") else m[0], line)
+
+
+def test_staged_records_equal_the_endpoints_as_json_values_in_order(
+    fns, aws, factory_env, callbacks, serve
+):
+    # Given an endpoint whose pages spell records in every way JSON allows
+    by_offset = {
+        n * PAGE: Response(text.encode(), content_type="application/json")
+        for n, text in enumerate(SPELLED_PAGES)
+    }
+    endpoint = Endpoint([], by_offset=by_offset)
+    job = create(fns, serve(endpoint), callbacks)
+    # When it is staged
+    stage_pending(fns, aws, factory_env)
+    # Then each staged line is one record, in order, equal as a JSON value to the endpoint's
+    # (as the standard library reads it: integers of any size exactly)
+    expected = [r for text in SPELLED_PAGES for r in json.loads(text.encode())["datasets"]]
+    data = staged_data(aws, factory_env, job)
+    assert data.endswith(b"\n")
+    lines = [line.decode() for line in data.split(b"\n")[:-1]]
+    assert [json.loads(line) for line in lines] == expected
+    # and written as the standard library writes it, compact and unescaped, except that a
+    # float may be spelled otherwise with the same value (0.00001 for 1e-05): integers stay
+    # integers, 1.0 stays 1.0, -0.0 stays -0.0, every string is the same text
+    compact = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in expected]
+    assert [float_spelling(line) for line in lines] == compact
+    assert '"small":0.00001' in lines[0] or '"small":1e-05' in lines[0]
+    assert '"over":18446744073709551616,"under":-9223372036854775809' in lines[PAGE]
+    assert '"huge":123456789012345678901234567890' in lines[PAGE]
+    assert manifest_of(aws, factory_env, job)["records"] == 2 * PAGE + 2
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_no_more_requests_than_the_concurrency_are_in_flight_at_once(
     fns, aws, factory_env, callbacks, serve, settings_override, concurrency

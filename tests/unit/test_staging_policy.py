@@ -114,7 +114,7 @@ def test_transient_faults_are_retried(fault) -> None:
     fetch, http = fetcher(fault, fault, PAGE)
     page = fetch.fetch(0, 2)
     assert page.records == 2
-    assert page.lines == [b'{"a":1}\n', '{"b":"é"}\n'.encode()]
+    assert page.data == '{"a":1}\n{"b":"é"}\n'.encode()
     assert (http.requests, fetch.retries) == (3, 2)
 
 

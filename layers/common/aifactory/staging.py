@@ -26,14 +26,17 @@ import re
 import threading
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
+from itertools import accumulate
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
+import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
@@ -54,7 +57,10 @@ MAX_SHARDS = 2000
 # Statuses that retry a page: request timeout, throttling and server errors.
 RETRIED_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 CONTENT_TYPE = "application/jsonlines"
-# Each record as one compact JSON line (built once: json.dumps builds an encoder per call).
+# Each record as one compact JSON line, written by orjson in one call with its newline; the
+# standard library's encoder (built once: json.dumps builds one per call) writes the pages
+# orjson cannot stage exactly (see page_lines).
+_LINE = orjson.OPT_APPEND_NEWLINE
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -102,7 +108,59 @@ class Checkpoint:
 # -- fetching pages ----------------------------------------------------------------------------
 class Page(NamedTuple):
     records: int  # records on the page
-    lines: list[bytes]  # each record as one JSON line
+    data: bytes  # the records as JSON Lines, one line each, in order
+    ends: list[int]  # where each record's line ends in `data`
+
+
+class _Malformed(Exception):
+    """The page is not JSON, or holds a value JSON Lines cannot carry (NaN, a lone surrogate)."""
+
+
+class _NoRecords(Exception):
+    """The page is JSON without the records key holding a list."""
+
+
+def page_lines(body: bytes, key: str) -> Page:
+    """The records of a page's JSON body (the list under `key`) as compact JSON Lines.
+
+    Each record is written once: orjson reads the page and writes each record, its newline
+    included, and the lines are joined once. Some pages orjson reads or writes differently
+    from the standard library, and those are staged with the standard library instead, as
+    they always were: bodies orjson refuses (UTF-16, a byte-order mark, a lone surrogate:
+    the standard library then accepts or refuses them as before), records it cannot write
+    (nested deeper than it writes), and any page with a number of 1e16 or more, which orjson
+    writes with an exponent ("1e+16"): an integer beyond 64 bits is among those, and orjson
+    reads it as a float, so it would not be staged exactly. Otherwise only the spelling of a
+    float may differ from the standard library's, never its value (0.00001 for 1e-05).
+    """
+    try:
+        page = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        records = _records_of(page, key)
+        try:
+            lines = [orjson.dumps(record, option=_LINE) for record in records]
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            data = b"".join(lines)
+            if b"e+" not in data:
+                return Page(len(lines), data, list(accumulate(map(len, lines))))
+    try:
+        page = json.loads(body, parse_constant=_reject_constant)
+        records = _records_of(page, key)
+        lines = [(_ENCODER.encode(record) + "\n").encode() for record in records]
+    except (ValueError, RecursionError):
+        raise _Malformed() from None
+    return Page(len(lines), b"".join(lines), list(accumulate(map(len, lines))))
+
+
+def _records_of(page: Any, key: str) -> list[Any]:
+    records = page.get(key) if isinstance(page, dict) else None
+    if not isinstance(records, list):
+        raise _NoRecords()
+    return records
 
 
 class _Transient(Exception):
@@ -172,23 +230,24 @@ class PageFetcher:
         self._lock = threading.Lock()
         settings = rt.settings
         self.attempts = settings.staging_max_page_attempts
-        self._wait = _RetryAfterOrJitter(
-            settings.staging_retry_base_seconds,
-            settings.staging_retry_max_seconds,
-            settings.staging_retry_after_max_seconds,
-        )
-
-    def fetch(self, offset: int, page_size: int) -> Page:
-        retrying = Retrying(
+        # One policy for every page: tenacity keeps each call's state per thread, so the
+        # window's threads share it (building one per page cost more than parsing the page).
+        self._retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=self._wait,
+            wait=_RetryAfterOrJitter(
+                settings.staging_retry_base_seconds,
+                settings.staging_retry_max_seconds,
+                settings.staging_retry_after_max_seconds,
+            ),
             retry=retry_if_exception_type(_Transient),
             sleep=self._sleep,
             before_sleep=self._count_retry,
             reraise=True,
         )
+
+    def fetch(self, offset: int, page_size: int) -> Page:
         try:
-            return retrying(self._attempt, offset, page_size)
+            return self._retrying(self._attempt, offset, page_size)
         except _Transient as exc:
             tries = "once" if self.attempts == 1 else f"{self.attempts} times"
             raise StagingFailed(f"{exc} (tried {tries})") from None
@@ -244,20 +303,13 @@ class PageFetcher:
             )
         if not 200 <= status < 300:
             raise StagingFailed(f"dataset endpoint {where} answered HTTP {status}")
-        malformed = f"dataset endpoint {where} returned malformed JSON"
-        try:
-            page = json.loads(response.body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            raise StagingFailed(malformed) from None
         key = endpoint["records_key"]
-        records = page.get(key) if isinstance(page, dict) else None
-        if not isinstance(records, list):
-            raise StagingFailed(f"dataset endpoint {where} returned no {key!r} list")
         try:
-            lines = [(_ENCODER.encode(r) + "\n").encode() for r in records]
-        except (ValueError, RecursionError):
-            raise StagingFailed(malformed) from None
-        return Page(len(records), lines)
+            return page_lines(response.body, key)
+        except _Malformed:
+            raise StagingFailed(f"dataset endpoint {where} returned malformed JSON") from None
+        except _NoRecords:
+            raise StagingFailed(f"dataset endpoint {where} returned no {key!r} list") from None
 
 
 class PageWindow:
@@ -454,23 +506,27 @@ class Stager:
         self.finish()
 
     def _write(self, index: int, skip: int, page: Page) -> None:
-        """The page's records from `skip` on, into shards no larger than the shard size."""
-        lines, limit = page.lines, self.settings.staging_shard_bytes
+        """The page's records from `skip` on, into shards no larger than the shard size.
+
+        A page that fits in the open shard goes in whole, as the one bytes object its lines
+        were joined into; only a shard boundary slices it.
+        """
+        data, ends, limit = page.data, page.ends, self.settings.staging_shard_bytes
         position = skip
-        while position < len(lines):
+        while position < page.records:
             shard = self._open()
-            room, take, size = limit - shard.bytes, 0, 0
-            while position + take < len(lines) and size + len(lines[position + take]) <= room:
-                size += len(lines[position + take])
-                take += 1
-            if take == 0:
+            start = ends[position - 1] if position else 0
+            # The records whose lines end within the shard's room.
+            stop = bisect_right(ends, start + limit - shard.bytes, lo=position)
+            if stop == position:
                 if shard.records:
                     self.position = (index, position)
                     self._close_shard()
                     continue
-                take, size = 1, len(lines[position])  # one record larger than a shard
-            shard.add(b"".join(lines[position : position + take]), take)
-            position += take
+                stop = position + 1  # one record larger than a shard
+            end = ends[stop - 1]
+            shard.add(data if end - start == len(data) else data[start:end], stop - position)
+            position = stop
         if page.records:
             self._open().pages += 1
 
