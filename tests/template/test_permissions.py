@@ -58,6 +58,9 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
             "${JobsTable.Arn}/index/owner-created_at-index",
             "${JobsTable.Arn}/index/owner-status-index",
         },
+        # Page tokens only: the statement's condition names their encryption context.
+        "kms:Encrypt": {KEY},
+        "kms:Decrypt": {KEY},
     },
     "StopFn": {
         "apigateway:GET": {API_KEYS},
@@ -327,3 +330,13 @@ def test_new_api_functions_use_the_key_only_through_a_service(
     for statement in statements_with_action(cfn, f"{function_id}Role", "kms:Decrypt"):
         via = render(statement["Condition"]["StringEquals"]["kms:ViaService"])
         assert via in {"sqs.${AWS::Region}.amazonaws.com", "s3.${AWS::Region}.amazonaws.com"}
+
+
+def test_list_fn_uses_the_key_for_page_tokens_only(cfn: dict[str, Any]) -> None:
+    # ListFn seals and opens page tokens; the condition keeps it from a job's sealed secrets.
+    for action in ("kms:Encrypt", "kms:Decrypt"):
+        statements = statements_with_action(cfn, "ListFnRole", action)
+        assert statements
+        for statement in statements:
+            context = statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"]
+            assert context == "aifactory-page-token-v1"

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, cost, metrics, timefmt
-from aifactory.errors import Conflict, NotFound, TooManyRequests
+from aifactory import aws, cost, metrics, pagetokens, timefmt
+from aifactory.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
@@ -96,9 +96,19 @@ def get_owned(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
 def list_jobs(
     rt: Runtime, owner: str, request: ListJobsRequest
 ) -> tuple[list[dict[str, Any]], str | None]:
-    items, token = rt.store.list_for_owner(
-        owner, status=request.status, limit=request.limit, next_token=request.next_token
+    # A page token is sealed for this owner and this filter; the paginator's own token
+    # (which names the owner and the position) never leaves the Factory.
+    query = {"status": request.status}
+    start = None
+    if request.next_token is not None:
+        payload = pagetokens.unseal(request.next_token, owner=owner, query=query)
+        start = payload.get("position")
+        if not isinstance(start, str) or not start:
+            raise BadRequest(pagetokens.INVALID)
+    items, position = rt.store.list_for_owner(
+        owner, status=request.status, limit=request.limit, next_token=start
     )
+    token = pagetokens.seal({"position": position}, owner=owner, query=query) if position else None
     jobs = []
     for item in items:
         entry = {
