@@ -109,6 +109,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cold_import.py
 	$(BIN)/python benchmarks/list_scaling.py
 	$(BIN)/python benchmarks/report_extraction.py
+	$(BIN)/python benchmarks/tenant_timing.py
 
 # Build and deploy one environment of samconfig.toml (dev or prod): `make deploy ENV=prod`.
 # Needs AWS credentials for the target account; prod shows the change set and asks first.

@@ -64,13 +64,15 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "StopFn": {
         "apigateway:GET": {API_KEYS},
+        "dynamodb:Query": {TABLE},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sagemaker:StopTrainingJob": {TRAINING_JOBS},
     },
     "StatusFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        # The job, read with the owner as a filter: never another tenant's item.
+        "dynamodb:Query": {TABLE},
     },
     "StageFn": {
         "dynamodb:GetItem": {TABLE},
@@ -115,6 +117,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "RedeliverFn": {
         "apigateway:GET": {API_KEYS},
+        "dynamodb:Query": {TABLE},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sqs:SendMessage": {RETRY_QUEUE},
@@ -123,7 +126,8 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "ModelUrlFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        # The job, read with the owner as a filter: never another tenant's item.
+        "dynamodb:Query": {TABLE},
         "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},

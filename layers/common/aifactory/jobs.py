@@ -85,9 +85,10 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
 
 
 def get_owned(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
-    """The job, if it belongs to the caller. Another key's job is as unknown as a missing one."""
-    job = rt.store.get(job_name)
-    if job is None or job.get("owner") != owner:
+    """The job, if it belongs to the caller. Another key's job is as unknown as a missing one,
+    and costs the same work: ownership is settled by the read itself, before anything else."""
+    job = rt.store.get_owned(job_name, owner)
+    if job is None:
         raise NotFound(f"job_name: no training job named {job_name}")
     for_job(job_name, owner)
     return job

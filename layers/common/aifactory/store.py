@@ -69,6 +69,21 @@ class JobStore:
         item = self.table.get_item(Key={"job_name": job_name}, ConsistentRead=True).get("Item")
         return _plain(item) if item else None
 
+    def get_owned(self, job_name: str, owner: str) -> dict[str, Any] | None:
+        """The job if `owner` owns it; None for another owner's job and for a missing one alike.
+
+        DynamoDB applies the owner filter before it answers, so both cases get the same empty
+        answer: nothing of another tenant's job is sent, read or deserialized here, and the
+        time taken does not tell the two apart.
+        """
+        answer = self.table.query(
+            KeyConditionExpression=Key("job_name").eq(job_name),
+            FilterExpression=Attr("owner").eq(owner),
+            ConsistentRead=True,
+        )
+        items = answer.get("Items") or []
+        return _plain(items[0]) if items else None
+
     def list_for_owner(
         self, owner: str, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
