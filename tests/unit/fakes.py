@@ -32,6 +32,10 @@ class FakeStore:
     def get(self, job_name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.items.get(job_name))
 
+    def get_owned(self, job_name: str, owner: str) -> dict[str, Any] | None:
+        item = self.items.get(job_name)
+        return copy.deepcopy(item) if item and item.get("owner") == owner else None
+
     def count_active(self, owner: str, *, at_least: int) -> int:
         return sum(1 for item in self.items.values() if item.get("active_owner") == owner)
 
