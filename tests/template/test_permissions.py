@@ -19,6 +19,7 @@ from tests.template.cfn import (
 pytestmark = pytest.mark.template
 
 TABLE = "${JobsTable.Arn}"
+COUNTS = "${OwnerCountsTable.Arn}"
 KEY = "${FactoryKey.Arn}"
 DATASETS = "${DataBucket.Arn}/datasets/*"
 MODELS = "${DataBucket.Arn}/models/*"
@@ -41,15 +42,14 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "apigateway:GET": {API_KEYS},
         "dynamodb:PutItem": {TABLE, IDEMPOTENCY_TABLE},
         "dynamodb:DeleteItem": {TABLE, IDEMPOTENCY_TABLE},
-        # Counting the caller's active jobs reads the sparse index only.
-        "dynamodb:Query": {"${JobsTable.Arn}/index/owner-active-index"},
         "sqs:SendMessage": {"${StageQueue.Arn}"},
         "kms:Encrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
         "kms:Decrypt": {KEY},
-        # Powertools Idempotency's records, in their own table only.
-        "dynamodb:GetItem": {IDEMPOTENCY_TABLE},
-        "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE},
+        # Powertools Idempotency's records, in their own table only; and the owner's count
+        # of active jobs, changed in the same transaction as the job record.
+        "dynamodb:GetItem": {IDEMPOTENCY_TABLE, COUNTS},
+        "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE, COUNTS},
     },
     "ListFn": {
         "apigateway:GET": {API_KEYS},
@@ -76,7 +76,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "StageFn": {
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
         "s3:PutObject": {DATASETS},
         # Reads back a shard written before a crash; deletes a failed or stopped dataset.
         "s3:GetObject": {DATASETS},
@@ -94,7 +94,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "NotifyFn": {
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
         "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
@@ -137,7 +137,9 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         # The sparse sweep index only: never a table scan, never another index.
         "dynamodb:Query": {"${JobsTable.Arn}/index/sweep-index"},
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
+        # Repairing the counts: the sparse active index (active jobs only) and the counts.
+        "dynamodb:Scan": {"${JobsTable.Arn}/index/owner-active-index", COUNTS},
         "sagemaker:DescribeTrainingJob": {TRAINING_JOBS},
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},

@@ -13,7 +13,7 @@ from aifactory.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
-from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN
+from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN, LimitReached
 
 if TYPE_CHECKING:
     from aifactory.models import CreateTrainingJobRequest, ListJobsRequest
@@ -30,12 +30,6 @@ def new_job_name() -> str:
 def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> dict[str, str]:
     """Record the job and queue its staging; the dataset is never fetched on the API path."""
     limit = rt.settings.max_active_jobs_per_owner
-    active = rt.store.count_active(owner, at_least=limit)
-    if active >= limit:
-        raise TooManyRequests(
-            f"You have {active} active training jobs (staging or training), the most one "
-            f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
-        )
     job_name = new_job_name()
     for_job(job_name, owner)
     sealed = rt.secrets.seal(
@@ -72,12 +66,20 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
         # In the reconciler's sparse index until its callback is settled.
         SWEEP_KEY: SWEEP_OPEN,
     }
-    rt.store.create(item)
+    try:
+        # The job and its place in the owner's count are written together, so the bound
+        # holds exactly however many creates race; the place is given back when it ends.
+        rt.store.create_counted(item, limit=limit)
+    except LimitReached as full:
+        raise TooManyRequests(
+            f"You have {full.active} active training jobs (staging or training), the most one "
+            f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
+        ) from None
     try:
         rt.queues.send(rt.settings.stage_queue_url, {"job_name": job_name})
     except Exception:
         # Without its staging message the job would never move: take the record back.
-        rt.store.delete(job_name)
+        rt.store.delete_counted(job_name, owner)
         raise
     logger.info("job created", extra={"job_name": job_name, "task_def": request.task_def})
     metrics.job_created()
