@@ -20,7 +20,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # Options for `make run` / `make demo`, e.g. make run ARGS="--port 3001 --fresh".
 ARGS ?=
 
-.PHONY: venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam
+.PHONY: venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam schemathesis
 
 venv: $(STAMP) $(SAM_STAMP)
 
@@ -101,6 +101,12 @@ build: $(STAMP) $(SAM_STAMP)
 bytecode: $(STAMP)
 	@test -d "$(BUILD_DIR)" || { echo "no build in $(BUILD_DIR): run sam build first"; exit 2; }
 	$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(BUILD_DIR)"
+
+# schemathesis against the local Factory, long: 300 examples per operation and phase (or
+# EXAMPLES=N, SEED=N). `make test` runs the same test with 8.
+schemathesis: $(STAMP)
+	AIFACTORY_SCHEMATHESIS_EXAMPLES=$(or $(EXAMPLES),300) AIFACTORY_SCHEMATHESIS_SEED=$(or $(SEED),1) \
+		$(BIN)/python -m pytest tests/local/test_schemathesis.py -n 0 -q
 
 # Every benchmark; each prints its figures and, per measure, the goal and PASS or FAIL.
 bench: $(STAMP)

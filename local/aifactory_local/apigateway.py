@@ -220,9 +220,14 @@ class ApiGateway:
         return key
 
     def _docs(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        from aifactory.settings import load_settings
         from aifactory_local.openapi import local_spec, swagger_page  # only when asked
 
-        spec = json.dumps(local_spec(self.url))
+        try:
+            settings = load_settings()  # the functions' environment, this deployment's bounds
+        except RuntimeError:
+            settings = None
+        spec = json.dumps(local_spec(self.url, settings))
         if path == "/openapi.json":
             return 200, [("Content-Type", "application/json")], spec.encode()
         page = swagger_page(spec)

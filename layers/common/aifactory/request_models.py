@@ -202,7 +202,9 @@ def _hyperparameter_string(value: Any) -> str:
 
 
 class TrainingModel(_Strict):
-    image: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+    # An image URI is visible ASCII (a registry, a repository and a tag or digest): "\S" would
+    # read differently in JSON Schema (ECMA-262) and here, around U+0085 and U+00A0.
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")]
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     resource: Resource
 
