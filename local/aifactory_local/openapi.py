@@ -217,7 +217,10 @@ def _tighten(schemas: dict[str, Any], settings: Any) -> None:
         properties["headers"] = _headers_schema(reserved)
     secret = schemas["CallbackUrl"]["properties"]["signing_secret"]["anyOf"][0]
     secret.update(
-        pattern="^whsec_(?:[A-Za-z0-9+/]{4}){8,22}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+        # whsec_ and the base64 of 24 to 64 bytes: 8 to 20 groups of four, then what ends
+        # 61 to 64 bytes (a group, a group and "xx==", "xx==" or "xxx=").
+        pattern="^whsec_(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}(?:[A-Za-z0-9+/]{2}==)?"
+        "|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
     )
     token = schemas["ListJobsRequest"]["properties"]["next_token"]["anyOf"][0]
     token.update(pattern="^[A-Za-z0-9_-]+$", description="The X-Next-Token of the previous page.")

@@ -34,3 +34,23 @@ def test_the_pattern_refuses_what_the_policy_refuses() -> None:
         "http://example.com/a b",
     ):
         assert re.fullmatch(URL_PATTERN, url) is None, url
+
+
+def test_the_signing_secret_pattern_allows_exactly_the_secrets_validation_allows() -> None:
+    import base64
+    import re
+
+    from aifactory.request_models import CallbackUrl, validate
+    from aifactory_local.openapi import build_spec
+
+    schema = build_spec()["components"]["schemas"]["CallbackUrl"]["properties"]
+    pattern = schema["signing_secret"]["anyOf"][0]["pattern"]
+    for size in range(1, 80):
+        secret = "whsec_" + base64.b64encode(bytes(range(size))).decode()
+        body = {"url": "https://example.com/cb", "signing_secret": secret}
+        try:
+            validate(CallbackUrl, body)
+            accepted = True
+        except Exception:
+            accepted = False
+        assert bool(re.fullmatch(pattern, secret)) == accepted, size
