@@ -64,7 +64,13 @@ def test_schemathesis_finds_no_5xx_no_drift_and_no_valid_request_refused(tmp_pat
             "--request-timeout", "30",
         ]  # fmt: skip
         run = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=3600, check=False
+            command,
+            env=env,
+            cwd=tmp_path,  # schemathesis keeps its cache in the working directory
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
         )
         # Then schemathesis found nothing
         assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-4000:]
