@@ -20,7 +20,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # Options for `make run` / `make demo`, e.g. make run ARGS="--port 3001 --fresh".
 ARGS ?=
 
-.PHONY: venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam
+.PHONY: venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam schemathesis
 
 venv: $(STAMP) $(SAM_STAMP)
 
@@ -102,6 +102,12 @@ bytecode: $(STAMP)
 	@test -d "$(BUILD_DIR)" || { echo "no build in $(BUILD_DIR): run sam build first"; exit 2; }
 	$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(BUILD_DIR)"
 
+# schemathesis against the local Factory, long: 300 examples per operation and phase (or
+# EXAMPLES=N, SEED=N). `make test` runs the same test with 8.
+schemathesis: $(STAMP)
+	AIFACTORY_SCHEMATHESIS_EXAMPLES=$(or $(EXAMPLES),300) AIFACTORY_SCHEMATHESIS_SEED=$(or $(SEED),1) \
+		$(BIN)/python -m pytest tests/local/test_schemathesis.py -n 0 -q
+
 # Every benchmark; each prints its figures and, per measure, the goal and PASS or FAIL.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/staging_throughput.py
@@ -111,6 +117,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report_extraction.py
 	$(BIN)/python benchmarks/training_queue.py
 	$(BIN)/python benchmarks/status_polling.py
+	$(BIN)/python benchmarks/tenant_timing.py
 
 # Build and deploy one environment of samconfig.toml (dev or prod): `make deploy ENV=prod`.
 # Needs AWS credentials for the target account; prod shows the change set and asks first.

@@ -25,6 +25,7 @@ ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
     "JOBS_TABLE": "t",
+    "OWNER_COUNTS_TABLE": "o",
     "DATA_BUCKET": "b",
     "STAGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/s",
     "CALLBACK_RETRY_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/r",

@@ -81,6 +81,7 @@ def main() -> None:
         name: "bench"
         for name in (
             "JOBS_TABLE",
+            "OWNER_COUNTS_TABLE",
             "DATA_BUCKET",
             "STAGE_QUEUE_URL",
             "CALLBACK_RETRY_QUEUE_URL",

@@ -7,6 +7,11 @@ reveal which resources exist); a missing or unknown x-api-key gets 403 {"message
 "Internal server error"}. Everything else is a REST API proxy integration: the handler gets
 the same event shape API Gateway builds, and its statusCode, headers and body are sent back.
 
+As API Gateway does, a request is refused from its headers alone, before its body is read:
+an undefined route (403), a missing or unknown key (403), a declared body over API Gateway's
+10 MB limit (413), or a body the headers cannot delimit (400: a Content-Length that is not a
+number, a chunk size that is not hexadecimal); a chunked body is read only up to the limit.
+
 Paths are accepted with or without the stage prefix (/prod/create_training_job and
 /create_training_job), as through the execute-api URL and through a custom domain.
 Usage plan throttling and quotas are not enforced locally.
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from aifactory_local.httpserver import BackgroundServer, QuietHandler
+from aifactory_local.httpserver import BackgroundServer, BadFraming, BodyTooLarge, QuietHandler
 from aifactory_local.lambdas import LocalFunction
 from aifactory_local.provision import ACCOUNT_ID
 
@@ -136,27 +141,72 @@ class ApiGateway:
             path = path[len(self.stage) + 1 :]
         elif path == f"/{self.stage}":  # the stage root, the seed's status URL
             path = "/"
-        body = request.read_body()
+        # As API Gateway: the route, the declared size and the key are checked from the
+        # headers alone, before a byte of the body is read; a refused request's body is
+        # never read, and its connection is closed after the answer.
+        try:
+            declared = request.declared_length()
+        except BadFraming:
+            self._refuse(request, path, None, _bad_request(), started, request_id)
+            return
         if request.command == "GET" and path in LOCAL_DOCS:
             # The API's description, locally only and with no key (not part of the stack).
+            try:
+                request.read_body(limit=MAX_PAYLOAD_BYTES)  # a GET's body means nothing here
+            except (BadFraming, BodyTooLarge):
+                self._refuse(request, path, None, _bad_request(), started, request_id)
+                return
             status, headers, payload = self._docs(path)
             request.send_bytes(status, payload, headers)
             self._access(request, path, None, status, started, request_id)
             return
         function = self.routes.get((request.command, path))
-        key = self._key(_header(request, "x-api-key") or "")
         if function is None:
-            status, headers, payload = _gateway_error(
+            missing = _gateway_error(
                 403, "Missing Authentication Token", "MissingAuthenticationTokenException"
             )
-        elif len(body) > MAX_PAYLOAD_BYTES:
-            status, headers, payload = _gateway_error(413, "Request Too Long", "RequestTooLarge")
-        elif key is None:
-            status, headers, payload = _gateway_error(403, "Forbidden", "ForbiddenException")
-        else:
-            event = self.build_event(request, path, parts.query, body, key, request_id)
-            status, headers, payload = self._invoke(function, event)
+            self._refuse(request, path, None, missing, started, request_id)
+            return
+        key = self._key(_header(request, "x-api-key") or "")
+        if key is None:
+            forbidden = _gateway_error(403, "Forbidden", "ForbiddenException")
+            self._refuse(request, path, None, forbidden, started, request_id)
+            return
+        if declared is not None and declared > MAX_PAYLOAD_BYTES:
+            self._refuse(request, path, key, _too_large(), started, request_id)
+            return
+        try:
+            body = request.read_body(limit=MAX_PAYLOAD_BYTES)
+        except BodyTooLarge:
+            self._refuse(request, path, key, _too_large(), started, request_id)
+            return
+        except BadFraming:
+            self._refuse(request, path, key, _bad_request(), started, request_id)
+            return
+        event = self.build_event(request, path, parts.query, body, key, request_id)
+        status, headers, payload = self._invoke(function, event)
         headers += [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", request_id[:16])]
+        request.send_bytes(status, payload, headers)
+        self._access(request, path, key, status, started, request_id)
+
+    def _refuse(
+        self,
+        request: QuietHandler,
+        path: str,
+        key: ApiKey | None,
+        answer: tuple[int, list[tuple[str, str]], bytes],
+        started: float,
+        request_id: str,
+    ) -> None:
+        """Answer without reading (the rest of) the body, and close the connection: what is
+        left of the body must not be read as the next request."""
+        status, headers, payload = answer
+        headers = [
+            *headers,
+            ("x-amzn-RequestId", request_id),
+            ("x-amz-apigw-id", request_id[:16]),
+            ("Connection", "close"),
+        ]
         request.send_bytes(status, payload, headers)
         self._access(request, path, key, status, started, request_id)
 
@@ -170,9 +220,14 @@ class ApiGateway:
         return key
 
     def _docs(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        from aifactory.settings import load_settings
         from aifactory_local.openapi import local_spec, swagger_page  # only when asked
 
-        spec = json.dumps(local_spec(self.url))
+        try:
+            settings = load_settings()  # the functions' environment, this deployment's bounds
+        except RuntimeError:
+            settings = None
+        spec = json.dumps(local_spec(self.url, settings))
         if path == "/openapi.json":
             return 200, [("Content-Type", "application/json")], spec.encode()
         page = swagger_page(spec)
@@ -296,6 +351,15 @@ class ApiGateway:
 def _header(request: QuietHandler, name: str) -> str | None:
     value = request.headers.get(name)
     return str(value) if value is not None else None
+
+
+def _bad_request() -> tuple[int, list[tuple[str, str]], bytes]:
+    """A body the headers do not delimit (unreadable Content-Length or chunking)."""
+    return _gateway_error(400, "Bad Request", "BadRequestException")
+
+
+def _too_large() -> tuple[int, list[tuple[str, str]], bytes]:
+    return _gateway_error(413, "Request Too Long", "RequestTooLarge")
 
 
 def _gateway_error(

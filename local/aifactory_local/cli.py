@@ -6,7 +6,6 @@ aifactory-local demo    one training job end to end, with sample data, in under 
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
@@ -396,10 +395,11 @@ def boto3_snippet(bucket: str, table: str) -> str:
 
 
 def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
+    """The facts a client needs, API keys included: readable by this user only (0600)."""
+    from aifactory_local.persistence import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_private(path, (json.dumps(facts, indent=2) + "\n").encode())
 
 
 def serve(args: argparse.Namespace) -> int:

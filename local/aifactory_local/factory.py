@@ -5,7 +5,8 @@
     StageFn --SubmitServiceJob--> LocalBatch (batch.py): the job queue, fair share over capacity
     LocalBatch --starts--> LocalSageMaker (sagemaker.py, training.py)
     LocalBatch, LocalSageMaker --state change events--> EventBus --> NotifyFn
-    S3, DynamoDB, SQS, KMS: moto's ThreadedMotoServer, provisioned by provision.py
+    S3, DynamoDB, SQS, KMS: moto's ThreadedMotoServer (DynamoDB requests made atomic, as
+    DynamoDB's are: motoserver.py), provisioned by provision.py
 
 Routes, event sources, the event rule, timeouts and memory sizes are read from template.yaml.
 The handlers reach every service through boto3's AWS_ENDPOINT_URL (moto) and
@@ -28,7 +29,6 @@ from typing import Any, ClassVar
 
 import boto3
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
@@ -42,6 +42,7 @@ from aifactory_local.lambdas import (
     function_environment,
     function_specs,
 )
+from aifactory_local.motoserver import MotoServer
 from aifactory_local.pollers import SqsEventSource
 from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
 from aifactory_local.schedules import ScheduleTimer
@@ -147,7 +148,7 @@ class LocalFactory:
         self.timers: list[ScheduleTimer] = []
         self.env: dict[str, str] = {}
         self.functions: dict[str, LocalFunction] = {}
-        self.moto: ThreadedMotoServer | None = None
+        self.moto: MotoServer | None = None
         self.aws_endpoint_url = ""
         self.sagemaker: LocalSageMaker | None = None
         self.sagemaker_server: SageMakerServer | None = None
@@ -257,7 +258,7 @@ class LocalFactory:
         # The emulated AWS account, and the stack's data resources in it: as the previous run
         # left them, or new.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.moto = ThreadedMotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
+        self.moto = MotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
@@ -427,6 +428,9 @@ class LocalFactory:
         if previous:
             endpoint = self.aws_endpoint_url
             resources = {k: v.replace(previous, endpoint) for k, v in resources.items()}
+        if "OWNER_COUNTS_TABLE" not in resources:
+            # A state dir from before the counts: the reconciler counts its active jobs.
+            resources["OWNER_COUNTS_TABLE"] = provisioning.owner_counts_table(self.aws_endpoint_url)
         log.info("restored the emulated account from %s", self.state_dir)
         return resources
 
@@ -579,6 +583,8 @@ class LocalFactory:
             self.client("dynamodb").delete_table(TableName=self.env["JOBS_TABLE"])
         with contextlib.suppress(Exception):
             self.client("dynamodb").delete_table(TableName=self.env["IDEMPOTENCY_TABLE"])
+        with contextlib.suppress(Exception):
+            self.client("dynamodb").delete_table(TableName=self.env["OWNER_COUNTS_TABLE"])
         sqs = self.client("sqs")
         queues = (
             "STAGE_QUEUE_URL",

@@ -129,13 +129,155 @@ def _status_operation(operation_id: str, summary: str) -> dict[str, Any]:
     )
 
 
-def build_spec() -> dict[str, Any]:
-    """The whole document, deterministic (the same models give the same text)."""
+# A client URL the API accepts: http(s), a host name (a public IP address is accepted too,
+# but an address's being public cannot be written as a pattern), an optional port, no
+# credentials, no whitespace.
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = (
+    f"^https?://(?:{_LABEL}\\.)+(?!(?:localhost|internal)(?:[:/?#]|$))[a-z]{{2,63}}"
+    f"(?::{_PORT})?"
+    "(?:[/?#][!#-~]*)?$"
+)
+URL_DESCRIPTION = (
+    "http or https, at most 2048 characters, no credentials and no whitespace. The host must "
+    "be public: a host name (not localhost or *.internal), or a public IP address literal "
+    "(the pattern shows host names only). A deployment with AllowPrivateUrls also takes "
+    "private and local hosts."
+)
+# Header names are HTTP tokens and values what HTTP/1.1 can send. Each headers object, as
+# JSON, is at most 2000 bytes (a sum no schema can state): the schema states a part that
+# always fits, 20 headers of short names and printable ASCII values.
+HEADER_NAME_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,40}$"
+HEADER_VALUE_PATTERN = "^(?:[!-~](?:[ !-~]{0,58}[!-~])?)?$"
+HEADERS_DESCRIPTION = (
+    "At most 50 headers; the object, written as JSON, at most 2000 bytes (one header `X-A` "
+    "may carry 1989 characters). Names are HTTP tokens; values are visible Latin-1 "
+    "characters with spaces or tabs between them. Host, Content-Length, Transfer-Encoding, "
+    "Connection and other framing headers are refused. The schema's bounds describe a part "
+    "of that which always fits."
+)
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _not_named(names: Any) -> str:
+    """A pattern refusing these header names, in any case."""
+    return "^(?!(?:" + "|".join(_any_case(n) for n in sorted(names)) + ")$)"
+
+
+def _regex_escape(text: str) -> str:
+    """`text` as a literal in an ECMA-262 regular expression."""
+    return "".join("\\" + c if c in ".^$*+?()[]{}|\\/" else c for c in text)
+
+
+def _headers_schema(reserved: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Headers",
+        "description": HEADERS_DESCRIPTION,
+        "maxProperties": 20,
+        "propertyNames": {
+            "pattern": HEADER_NAME_PATTERN,
+            "allOf": [{"pattern": _not_named(reserved)}],
+        },
+        "additionalProperties": {"type": "string", "pattern": HEADER_VALUE_PATTERN},
+    }
+
+
+def _tighten(schemas: dict[str, Any], settings: Any) -> None:
+    """What validation accepts beyond the models' own constraints: URL and header rules, the
+    deployment's instance types, image registries and maxima (the template's defaults when
+    no deployment's settings are given)."""
+    from aifactory.egress import RESERVED_HEADERS
+    from aifactory.request_models import (
+        MAX_HYPERPARAMETER_KEY,
+        MAX_HYPERPARAMETER_VALUE,
+        MAX_HYPERPARAMETERS,
+        MAX_SAFE_INTEGER,
+        RESERVED_CALLBACK_HEADERS,
+    )
+    from aifactory.settings import DEFAULT_INSTANCE_TYPES, Settings
+
+    fields = Settings.model_fields
+    types = (
+        sorted(settings.instance_types)
+        if settings is not None
+        else sorted(t.strip() for t in DEFAULT_INSTANCE_TYPES.split(",") if t.strip())
+    )
+    maxima = {
+        "max_instance_count": fields["max_instance_count"].default,
+        "max_volume_size_gb": fields["max_volume_size_gb"].default,
+        "max_pages_cap": fields["max_pages_cap"].default,
+    }
+    if settings is not None:
+        maxima = {name: getattr(settings, name) for name in maxima}
+    for model in ("CallbackUrl", "DatasetEndpoint"):
+        properties = schemas[model]["properties"]
+        properties["url"].update(
+            format="uri", maxLength=2048, pattern=URL_PATTERN, description=URL_DESCRIPTION
+        )
+        reserved = set(RESERVED_HEADERS)
+        if model == "CallbackUrl":
+            reserved |= RESERVED_CALLBACK_HEADERS
+        properties["headers"] = _headers_schema(reserved)
+    secret = schemas["CallbackUrl"]["properties"]["signing_secret"]["anyOf"][0]
+    secret.update(
+        # whsec_ and the base64 of 24 to 64 bytes: 8 to 20 groups of four, then what ends
+        # 61 to 64 bytes (a group, a group and "xx==", "xx==" or "xxx=").
+        pattern="^whsec_(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}(?:[A-Za-z0-9+/]{2}==)?"
+        "|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    )
+    token = schemas["ListJobsRequest"]["properties"]["next_token"]["anyOf"][0]
+    token.update(pattern="^[A-Za-z0-9_-]+$", description="The X-Next-Token of the previous page.")
+    resource = schemas["Resource"]["properties"]
+    resource["InstanceType"] = {
+        "title": "Instancetype",
+        "type": "string",
+        "enum": types,
+        "description": "One of the deployment's AllowedInstanceTypes.",
+    }
+    resource["InstanceCount"]["maximum"] = maxima["max_instance_count"]
+    resource["VolumeSizeInGB"]["maximum"] = maxima["max_volume_size_gb"]
+    pages = schemas["Pagination"]["properties"]["max_pages"]
+    pages["maximum"] = min(maxima["max_pages_cap"], MAX_SAFE_INTEGER)
+    schemas["TrainingModel"]["properties"]["hyperparameters"].update(
+        maxProperties=MAX_HYPERPARAMETERS,
+        propertyNames={"minLength": 1, "maxLength": MAX_HYPERPARAMETER_KEY},
+        additionalProperties={
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_HYPERPARAMETER_VALUE},
+                {"type": "number"},
+                {"type": "boolean"},
+            ]
+        },
+        description="Passed to the training image as strings, as the seed writes them "
+        '(0.2 -> "0.2", true -> "True").',
+    )
+    image = schemas["TrainingModel"]["properties"]["image"]
+    prefixes = settings.image_prefixes if settings is not None else ()
+    if prefixes and "*" not in prefixes:
+        alternatives = "|".join(_regex_escape(p) for p in prefixes)
+        image["pattern"] = f"^(?:{alternatives})\\S*$"
+        image["description"] = "Starts with one of the deployment's AllowedImagePrefixes."
+    else:
+        image["description"] = (
+            "Starts with one of the deployment's AllowedImagePrefixes (by default this "
+            "account's ECR registry in this region)."
+        )
+
+
+def build_spec(settings: Any = None) -> dict[str, Any]:
+    """The whole document, deterministic (the same models give the same text). With a
+    deployment's `settings`, its instance types, image registries and maxima."""
     _, schemas = models_json_schema(
         [(m, "validation") for m in REQUEST_MODELS]
         + [(m, "serialization") for m in RESPONSE_MODELS],
         ref_template=REF,
     )
+    _tighten(schemas["$defs"], settings)
     paths = {
         "/create_training_job": _operation(
             "createTrainingJob",
@@ -312,8 +454,8 @@ def build_spec() -> dict[str, Any]:
             "headers": {
                 "XNextToken": {
                     "description": "Pass as `next_token` to read the next page; absent on "
-                    "the last page.",
-                    "schema": {"type": "string"},
+                    "the last page. Opaque: sealed for the caller's tenant and the query.",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 4096},
                 }
             },
             "responses": {
@@ -337,9 +479,10 @@ def render(spec: dict[str, Any] | None = None) -> str:
     return "# Generated by `python -m aifactory_local.openapi --write`; do not edit.\n" + text
 
 
-def local_spec(api_url: str) -> dict[str, Any]:
-    """The document as the local Factory serves it: its own URL first among the servers."""
-    spec = copy.deepcopy(build_spec())
+def local_spec(api_url: str, settings: Any = None) -> dict[str, Any]:
+    """The document as the local Factory serves it: its own URL first among the servers, and
+    its own deployment's bounds (`settings`)."""
+    spec = copy.deepcopy(build_spec(settings))
     spec["servers"].insert(0, {"url": api_url, "description": "this local Factory"})
     return spec
 

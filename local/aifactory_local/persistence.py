@@ -38,11 +38,18 @@ _PRIVATE_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # The mode is given whatever the umask, and to a temporary left by an earlier crash.
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (0600), atomically: it holds API keys."""
+    _write_atomic(path, data, mode=0o600)
 
 
 # -- the lock ---------------------------------------------------------------------------------

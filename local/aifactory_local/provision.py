@@ -45,6 +45,21 @@ def _queue(sqs: Any, name: str, logical_id: str, dlq_arn: str | None = None) -> 
     return url, arn
 
 
+def owner_counts_table(
+    endpoint_url: str, prefix: str = "aifactory", template: dict[str, Any] | None = None
+) -> str:
+    """Create the table of each owner's count of active jobs, keyed as the template says."""
+    props = resource("OwnerCountsTable", template or load_template())["Properties"]
+    name = f"{prefix}-owner-counts"
+    _client("dynamodb", endpoint_url).create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+    return name
+
+
 def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
     """Create key, bucket, table and queues; return the functions' environment variables."""
     template = load_template()
@@ -79,6 +94,8 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
         BillingMode=idempotency_props.get("BillingMode", "PAY_PER_REQUEST"),
     )
 
+    counts_table = owner_counts_table(endpoint_url, prefix, template)
+
     sqs = _client("sqs", endpoint_url)
     stage_dlq_url, stage_dlq_arn = _queue(sqs, f"{prefix}-stage-dlq", "StageDLQ")
     stage_url, _ = _queue(sqs, f"{prefix}-stage", "StageQueue", stage_dlq_arn)
@@ -87,6 +104,7 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
 
     return {
         "JOBS_TABLE": table_name,
+        "OWNER_COUNTS_TABLE": counts_table,
         "DATA_BUCKET": bucket,
         "STAGE_QUEUE_URL": stage_url,
         "CALLBACK_RETRY_QUEUE_URL": retry_url,

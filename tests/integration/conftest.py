@@ -9,10 +9,10 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from aifactory import runtime
 from aifactory_local.callback_receiver import CallbackReceiver
+from aifactory_local.motoserver import MotoServer
 from aifactory_local.provision import provision
 from tests.support import load_function
 
@@ -39,7 +39,7 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 def moto_endpoint() -> Iterator[str]:
     # Each test purges the queues it uses; SQS allows one purge a minute, moto need not.
     os.environ["MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR"] = "false"
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

@@ -259,7 +259,7 @@ def test_listing_rejects_bad_parameters(fns):
     status, answer, _ = call(fns, "check_trained_job", {"status": "Running"})
     assert status == 400 and answer["message"].startswith("status:")
     status, answer, _ = call(fns, "check_trained_job", {"next_token": "garbage"})
-    assert (status, answer["message"]) == (400, "next_token: is not a token this API issued")
+    assert (status, answer["message"]) == (400, "next_token: is not a valid page token")
 
 
 def test_a_token_cannot_page_another_owners_jobs(fns, seed_body):
@@ -267,7 +267,7 @@ def test_a_token_cannot_page_another_owners_jobs(fns, seed_body):
         created(fns, seed_body, key_id="tokenowner1")
     token = call(fns, "check_trained_job", {"limit": 1}, key_id="tokenowner1")[2]["X-Next-Token"]
     status, answer, _ = call(fns, "check_trained_job", {"next_token": token}, key_id=OTHER_KEY)
-    assert (status, answer["message"]) == (400, "next_token: is not a token this API issued")
+    assert (status, answer["message"]) == (400, "next_token: is not a valid page token")
 
 
 # -- stop -----------------------------------------------------------------------------------

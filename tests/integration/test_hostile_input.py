@@ -166,3 +166,23 @@ def test_bodies_that_once_crashed_the_parser_are_400(fns, route, raw):
     # Then it is refused as the client's error, in the seed's shape
     assert status == 400, answer
     assert answer["status"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ('{"job_name": "x", "note": "\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"job_name": "x", "n": NaN}', "NaN, Infinity"),
+        ('{"job_name": "x", "n": 1e999}', "NaN, Infinity"),
+        ('{"job_name": "x", "n": ' + "9" * 4301 + "}", "4300 digits"),
+        ('{"a":' * 20_000 + "1" + "}" * 20_000, "nested too deeply"),
+    ],
+)
+def test_json_the_api_cannot_take_is_named_not_called_invalid(fns, raw, problem):
+    # Given a body that is JSON in form, but holds what nothing downstream can keep (a
+    # client library that writes lone surrogates or NaN produces such bodies)
+    # When it is sent to a route
+    status, answer, _ = call(fns, "redeliver_callback", raw, raw=True)
+    # Then the 400 says what is wrong with it, not that it is not JSON
+    assert status == 400
+    assert answer["message"].startswith("body: ") and problem in answer["message"], answer

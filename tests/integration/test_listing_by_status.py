@@ -143,7 +143,7 @@ def test_a_filtered_lists_token_pages_only_that_list(fns, store, owner, other_bo
         fns, "check_trained_job", {**other_body, "next_token": token}, owner + (other_owner or "")
     )
     # Then it is refused
-    assert (status, answer["message"]) == (400, "next_token: is not a token this API issued")
+    assert (status, answer["message"]) == (400, "next_token: is not a valid page token")
 
 
 def test_jobs_recorded_before_the_index_are_listed_by_status_once_backfilled(

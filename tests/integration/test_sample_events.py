@@ -82,4 +82,12 @@ def test_scheduled_sample_events(fns, name, aws, factory_env):
         if "sweep" in item:
             jobs.update_item(Key={"job_name": item["job_name"]}, UpdateExpression="REMOVE sweep")
     counts = fns[SCHEDULED[name]].lambda_handler(load_event(name), Context())
-    assert set(counts) == {"checked", "ended", "moved", "callbacks", "requeued", "failed"}
+    assert set(counts) == {
+        "checked",
+        "ended",
+        "moved",
+        "callbacks",
+        "requeued",
+        "failed",
+        "counts_repaired",
+    }

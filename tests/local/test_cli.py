@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -69,6 +70,9 @@ def test_serve_writes_the_ready_file_serves_the_api_and_stops_cleanly_on_sigterm
     )  # fmt: skip
     try:
         _wait_for_file(ready, process)
+
+        # It holds the API keys, so only this user may read it (as api-keys.json)
+        assert stat.S_IMODE(ready.stat().st_mode) == 0o600
 
         # When a client reads the ready file and uses what it says
         facts = json.loads(ready.read_text())

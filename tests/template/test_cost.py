@@ -54,7 +54,7 @@ def test_settings_accept_the_template_defaults_as_the_functions_see_them(
 ) -> None:
     parameters = sam_template["Parameters"]
     env = {
-        "JOBS_TABLE": "t", "DATA_BUCKET": "b", "STAGE_QUEUE_URL": "q",
+        "JOBS_TABLE": "t", "OWNER_COUNTS_TABLE": "o", "DATA_BUCKET": "b", "STAGE_QUEUE_URL": "q",
         "CALLBACK_RETRY_QUEUE_URL": "r", "KMS_KEY_ID": "k", "SAGEMAKER_ROLE_ARN": "a",
         "ALLOWED_IMAGE_PREFIXES": "x",
     }  # fmt: skip

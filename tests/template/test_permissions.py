@@ -19,6 +19,7 @@ from tests.template.cfn import (
 pytestmark = pytest.mark.template
 
 TABLE = "${JobsTable.Arn}"
+COUNTS = "${OwnerCountsTable.Arn}"
 KEY = "${FactoryKey.Arn}"
 DATASETS = "${DataBucket.Arn}/datasets/*"
 MODELS = "${DataBucket.Arn}/models/*"
@@ -58,15 +59,14 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "apigateway:GET": {API_KEYS},
         "dynamodb:PutItem": {TABLE, IDEMPOTENCY_TABLE},
         "dynamodb:DeleteItem": {TABLE, IDEMPOTENCY_TABLE},
-        # Counting the caller's active jobs reads the sparse index only.
-        "dynamodb:Query": {"${JobsTable.Arn}/index/owner-active-index"},
         "sqs:SendMessage": {"${StageQueue.Arn}"},
         "kms:Encrypt": {KEY},
         "kms:GenerateDataKey": {KEY},
         "kms:Decrypt": {KEY},
-        # Powertools Idempotency's records, in their own table only.
-        "dynamodb:GetItem": {IDEMPOTENCY_TABLE},
-        "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE},
+        # Powertools Idempotency's records, in their own table only; and the owner's count
+        # of active jobs, changed in the same transaction as the job record.
+        "dynamodb:GetItem": {IDEMPOTENCY_TABLE, COUNTS},
+        "dynamodb:UpdateItem": {IDEMPOTENCY_TABLE, COUNTS},
     },
     "ListFn": {
         "apigateway:GET": {API_KEYS},
@@ -75,9 +75,13 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
             "${JobsTable.Arn}/index/owner-created_at-index",
             "${JobsTable.Arn}/index/owner-status-index",
         },
+        # Page tokens only: the statement's condition names their encryption context.
+        "kms:Encrypt": {KEY},
+        "kms:Decrypt": {KEY},
     },
     "StopFn": {
         "apigateway:GET": {API_KEYS},
+        "dynamodb:Query": {TABLE},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sagemaker:StopTrainingJob": ALL_TRAINING_JOBS,
@@ -90,14 +94,15 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "StatusFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        # The job, read with the owner as a filter: never another tenant's item.
+        "dynamodb:Query": {TABLE},
         # While a job trains: its latest train:step, cached on the job record.
         "dynamodb:UpdateItem": {TABLE},
         "cloudwatch:GetMetricData": {"*"},
     },
     "StageFn": {
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
         "s3:PutObject": {DATASETS},
         # Reads back a shard written before a crash; deletes a failed or stopped dataset.
         "s3:GetObject": {DATASETS},
@@ -120,7 +125,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "NotifyFn": {
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
         "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         # A job that ended in the Batch queue leaves nothing staged.
@@ -145,6 +150,7 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "RedeliverFn": {
         "apigateway:GET": {API_KEYS},
+        "dynamodb:Query": {TABLE},
         "dynamodb:GetItem": {TABLE},
         "dynamodb:UpdateItem": {TABLE},
         "sqs:SendMessage": {RETRY_QUEUE},
@@ -153,7 +159,8 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "ModelUrlFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        # The job, read with the owner as a filter: never another tenant's item.
+        "dynamodb:Query": {TABLE},
         "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
@@ -161,7 +168,10 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "TrainingLogsFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        # The job, read with the owner as a filter; page tokens sealed with the key.
+        "dynamodb:Query": {TABLE},
+        "kms:Encrypt": {KEY},
+        "kms:Decrypt": {KEY},
         # SageMaker's training log group, and only the streams of the Factory's jobs.
         "logs:DescribeLogStreams": {TRAINING_LOG_GROUP, TRAINING_LOG_GROUP + ":*"},
         "logs:GetLogEvents": {
@@ -171,14 +181,16 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
     },
     "TrainingMetricsFn": {
         "apigateway:GET": {API_KEYS},
-        "dynamodb:GetItem": {TABLE},
+        "dynamodb:Query": {TABLE},
         "cloudwatch:GetMetricData": {"*"},
     },
     "ReconcileFn": {
         # The sparse sweep index only: never a table scan, never another index.
         "dynamodb:Query": {"${JobsTable.Arn}/index/sweep-index"},
         "dynamodb:GetItem": {TABLE},
-        "dynamodb:UpdateItem": {TABLE},
+        "dynamodb:UpdateItem": {TABLE, COUNTS},
+        # Repairing the counts: the sparse active index (active jobs only) and the counts.
+        "dynamodb:Scan": {"${JobsTable.Arn}/index/owner-active-index", COUNTS},
         "sagemaker:DescribeTrainingJob": ALL_TRAINING_JOBS,
         "s3:GetObject": {MODELS},
         "s3:ListBucket": {BUCKET},
@@ -391,3 +403,13 @@ def test_new_api_functions_use_the_key_only_through_a_service(
     for statement in statements_with_action(cfn, f"{function_id}Role", "kms:Decrypt"):
         via = render(statement["Condition"]["StringEquals"]["kms:ViaService"])
         assert via in {"sqs.${AWS::Region}.amazonaws.com", "s3.${AWS::Region}.amazonaws.com"}
+
+
+def test_list_fn_uses_the_key_for_page_tokens_only(cfn: dict[str, Any]) -> None:
+    # ListFn seals and opens page tokens; the condition keeps it from a job's sealed secrets.
+    for action in ("kms:Encrypt", "kms:Decrypt"):
+        statements = statements_with_action(cfn, "ListFnRole", action)
+        assert statements
+        for statement in statements:
+            context = statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"]
+            assert context == "aifactory-page-token-v1"

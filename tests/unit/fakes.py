@@ -6,9 +6,11 @@ from typing import Any
 
 from aifactory.runtime import Runtime
 from aifactory.settings import load_settings
+from aifactory.store import LimitReached
 
 ENV = {
     "JOBS_TABLE": "jobs",
+    "OWNER_COUNTS_TABLE": "owner-counts",
     "DATA_BUCKET": "bucket",
     "STAGE_QUEUE_URL": "https://sqs.local/stage",
     "CALLBACK_RETRY_QUEUE_URL": "https://sqs.local/retry",
@@ -32,8 +34,18 @@ class FakeStore:
     def get(self, job_name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.items.get(job_name))
 
-    def count_active(self, owner: str, *, at_least: int) -> int:
-        return sum(1 for item in self.items.values() if item.get("active_owner") == owner)
+    def get_owned(self, job_name: str, owner: str) -> dict[str, Any] | None:
+        item = self.items.get(job_name)
+        return copy.deepcopy(item) if item and item.get("owner") == owner else None
+
+    def create_counted(self, item: dict[str, Any], *, limit: int) -> None:
+        active = sum(1 for i in self.items.values() if i.get("active_owner") == item["owner"])
+        if active >= limit:
+            raise LimitReached(active)
+        self.create(item)
+
+    def delete_counted(self, job_name: str, owner: str) -> None:
+        self.delete(job_name)
 
     def request_stop(self, job_name: str) -> dict[str, Any] | None:
         item = self.items.get(job_name)

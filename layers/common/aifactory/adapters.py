@@ -103,25 +103,44 @@ class ShardUpload:
                 raise
 
 
+# KMS Encrypt takes at most 4096 bytes of plaintext.
+KMS_MAX_PLAINTEXT = 4096
+
+
 class SecretBox:
-    """Client secrets (request headers), encrypted under the stack's KMS key, bound to the job."""
+    """Client secrets (request headers), encrypted under the stack's KMS key, bound to the job.
+
+    The secrets are one blob when they fit KMS's 4096 bytes; otherwise one blob per entry
+    (the callback's headers, the dataset's headers and the signing secret, each bounded
+    well under it at validation), kept as a list. open() reads either form.
+    """
 
     def __init__(self, key_id: str) -> None:
         self.key_id = key_id
 
-    def seal(self, job_name: str, secrets: dict[str, Any]) -> bytes:
+    def _encrypt(self, job_name: str, plaintext: bytes) -> bytes:
         response = aws.client("kms").encrypt(
-            KeyId=self.key_id,
-            Plaintext=json.dumps(secrets).encode(),
-            EncryptionContext={"job_name": job_name},
+            KeyId=self.key_id, Plaintext=plaintext, EncryptionContext={"job_name": job_name}
         )
         return bytes(response["CiphertextBlob"])
 
-    def open(self, job_name: str, blob: bytes) -> dict[str, Any]:
-        response = aws.client("kms").decrypt(
-            CiphertextBlob=blob, EncryptionContext={"job_name": job_name}
-        )
-        return dict(json.loads(response["Plaintext"]))
+    def seal(self, job_name: str, secrets: dict[str, Any]) -> bytes | list[bytes]:
+        plaintext = json.dumps(secrets).encode()
+        if len(plaintext) <= KMS_MAX_PLAINTEXT:
+            return self._encrypt(job_name, plaintext)
+        return [
+            self._encrypt(job_name, json.dumps({name: value}).encode())
+            for name, value in secrets.items()
+        ]
+
+    def open(self, job_name: str, blob: bytes | list[bytes]) -> dict[str, Any]:
+        opened: dict[str, Any] = {}
+        for part in blob if isinstance(blob, list) else [blob]:
+            response = aws.client("kms").decrypt(
+                CiphertextBlob=part, EncryptionContext={"job_name": job_name}
+            )
+            opened.update(json.loads(response["Plaintext"]))
+        return opened
 
 
 class Storage:

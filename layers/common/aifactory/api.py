@@ -93,20 +93,37 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class NotStrictJSON(ValueError):
+    """Well-formed JSON that holds what the API cannot take; the message says what."""
+
+
 def _loads(data: bytes | str) -> Any:
     """Strict JSON: no NaN/Infinity, and every string encodable as UTF-8.
 
     `json.loads` raises more than JSONDecodeError: ValueError for an integer longer than
-    Python's digit limit, RecursionError for deep nesting. Each becomes a ValueError here,
-    as does a lone surrogate escape ("\\ud800"), which nothing downstream could store.
+    Python's digit limit, RecursionError for deep nesting. Each becomes NotStrictJSON here,
+    naming the problem, as does a lone surrogate escape ("\\ud800"), which nothing
+    downstream could store. Text that is not JSON at all raises a plain ValueError.
     """
     try:
         parsed = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
-        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
     except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except UnicodeError as exc:  # undecodable bytes or a lone surrogate
+        raise NotStrictJSON("is nested too deeply") from None
+    except UnicodeDecodeError as exc:  # not UTF-8 text: perhaps a form body
         raise ValueError("not UTF-8") from exc
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # NaN, Infinity, an overflowing float, too many digits
+        raise NotStrictJSON(
+            "holds a number JSON readers cannot keep (NaN, Infinity, a float out of range "
+            "or an integer of more than 4300 digits)"
+        ) from exc
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise NotStrictJSON(
+            "holds a lone UTF-16 surrogate escape (such as \\ud800), which is not text"
+        ) from None
     return parsed
 
 
@@ -140,6 +157,8 @@ def parse_body(event: dict[str, Any]) -> dict[str, Any]:
         return {}
     try:
         parsed = _loads(data)
+    except NotStrictJSON as exc:  # JSON, but not what the API can take: say what
+        raise BadRequest(f"body: {exc}") from None
     except ValueError:
         parsed = _parse_form(data, _content_type(event))
     if not isinstance(parsed, dict):

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, cost, metrics, scheduling, timefmt, training_metrics
-from aifactory.errors import Conflict, NotFound, TooManyRequests
+from aifactory import aws, cost, metrics, pagetokens, scheduling, timefmt, training_metrics
+from aifactory.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
-from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN
+from aifactory.store import ACTIVE_ATTRIBUTE, SWEEP_KEY, SWEEP_OPEN, LimitReached
 
 if TYPE_CHECKING:
     from aifactory.models import CreateTrainingJobRequest, ListJobsRequest
@@ -30,12 +30,6 @@ def new_job_name() -> str:
 def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> dict[str, str]:
     """Record the job and queue its staging; the dataset is never fetched on the API path."""
     limit = rt.settings.max_active_jobs_per_owner
-    active = rt.store.count_active(owner, at_least=limit)
-    if active >= limit:
-        raise TooManyRequests(
-            f"You have {active} active training jobs (staging, queued or training), the most one "
-            f"client may have at once ({limit}). Wait for one to end or stop one, then retry."
-        )
     job_name = new_job_name()
     for_job(job_name, owner)
     sealed = rt.secrets.seal(
@@ -72,12 +66,20 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
         # In the reconciler's sparse index until its callback is settled.
         SWEEP_KEY: SWEEP_OPEN,
     }
-    rt.store.create(item)
+    try:
+        # The job and its place in the owner's count are written together, so the bound
+        # holds exactly however many creates race; the place is given back when it ends.
+        rt.store.create_counted(item, limit=limit)
+    except LimitReached as full:
+        raise TooManyRequests(
+            f"You have {full.active} active training jobs (staging, queued or training), the most "
+            f"one client may have at once ({limit}). Wait for one to end or stop one, then retry."
+        ) from None
     try:
         rt.queues.send(rt.settings.stage_queue_url, {"job_name": job_name})
     except Exception:
         # Without its staging message the job would never move: take the record back.
-        rt.store.delete(job_name)
+        rt.store.delete_counted(job_name, owner)
         raise
     logger.info("job created", extra={"job_name": job_name, "task_def": request.task_def})
     metrics.job_created()
@@ -85,9 +87,10 @@ def create_job(rt: Runtime, owner: str, request: CreateTrainingJobRequest) -> di
 
 
 def get_owned(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
-    """The job, if it belongs to the caller. Another key's job is as unknown as a missing one."""
-    job = rt.store.get(job_name)
-    if job is None or job.get("owner") != owner:
+    """The job, if it belongs to the caller. Another key's job is as unknown as a missing one,
+    and costs the same work: ownership is settled by the read itself, before anything else."""
+    job = rt.store.get_owned(job_name, owner)
+    if job is None:
         raise NotFound(f"job_name: no training job named {job_name}")
     for_job(job_name, owner)
     return job
@@ -96,9 +99,19 @@ def get_owned(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
 def list_jobs(
     rt: Runtime, owner: str, request: ListJobsRequest
 ) -> tuple[list[dict[str, Any]], str | None]:
-    items, token = rt.store.list_for_owner(
-        owner, status=request.status, limit=request.limit, next_token=request.next_token
+    # A page token is sealed for this owner and this filter; the paginator's own token
+    # (which names the owner and the position) never leaves the Factory.
+    query = {"status": request.status}
+    start = None
+    if request.next_token is not None:
+        payload = pagetokens.unseal(request.next_token, owner=owner, query=query)
+        start = payload.get("position")
+        if not isinstance(start, str) or not start:
+            raise BadRequest(pagetokens.INVALID)
+    items, position = rt.store.list_for_owner(
+        owner, status=request.status, limit=request.limit, next_token=start
     )
+    token = pagetokens.seal({"position": position}, owner=owner, query=query) if position else None
     jobs = []
     for item in items:
         entry = {

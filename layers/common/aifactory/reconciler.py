@@ -12,6 +12,8 @@ one callback:
   stale window and neither delivered nor queued: the delivery is started (taken over);
 - the job has been staging with no progress for longer than the bound, with no staging
   message left to move it: it is re-queued once, and failed with a reason the next time.
+
+Then it sets right any owner's count of active jobs that drifted from the jobs themselves.
 """
 
 from datetime import datetime, timedelta
@@ -28,7 +30,15 @@ _STAGING = ("Staging", "Starting", "Queued")
 
 def sweep(rt: Runtime) -> dict[str, int]:
     """One pass over the open jobs; returns how many of each repair it made."""
-    counts = {"checked": 0, "ended": 0, "moved": 0, "callbacks": 0, "requeued": 0, "failed": 0}
+    counts = {
+        "checked": 0,
+        "ended": 0,
+        "moved": 0,
+        "callbacks": 0,
+        "requeued": 0,
+        "failed": 0,
+        "counts_repaired": 0,
+    }
     for job_name in rt.store.sweep_candidates():
         counts["checked"] += 1
         try:
@@ -38,6 +48,11 @@ def sweep(rt: Runtime) -> dict[str, int]:
             continue
         if repair:
             counts[repair] += 1
+    try:
+        # Each owner's count of active jobs, set right where it drifted from the jobs.
+        counts["counts_repaired"] = rt.store.repair_counts()
+    except Exception:
+        logger.exception("could not repair the active job counts")
     logger.info("reconciled", extra=counts)
     return counts
 

@@ -26,7 +26,9 @@ from aifactory.errors import BadRequest
 from aifactory.models import STATUSES, TERMINAL_STATUSES  # noqa: F401 - also read from here
 from aifactory.settings import Settings
 
-# KMS encrypts at most 4096 bytes directly; both header maps together must fit.
+# Each headers object, written as JSON (json.dumps: ", " and ": ", non-ASCII as \uXXXX),
+# is at most this many bytes: one header "X-A" may carry a value of 1989 characters. Sealed
+# under KMS (4096 bytes a call), the two objects and the signing secret always fit.
 MAX_HEADERS_BYTES = 2000
 MAX_HEADERS = 50
 # SageMaker: at most 100 hyperparameters, keys up to 256 and values up to 2500 characters.
@@ -34,6 +36,11 @@ MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_KEY = 256
 MAX_HYPERPARAMETER_VALUE = 2500
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+# The Factory sets these on every callback (Standard Webhooks); a client may not.
+RESERVED_CALLBACK_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+# A dataset endpoint's paging parameter: a plain name (letters, digits, "_", "-", ".", "~",
+# "$" and brackets, as in offset, pageSize, page[offset] or $skip), nothing to escape.
+PARAM_NAME_PATTERN = r"^[A-Za-z0-9_.~$\[\]-]{1,64}$"
 # Every number a client sends is bounded: JSON readers elsewhere keep integers exact only up
 # to 2^53 - 1, and DynamoDB numbers hold at most 38 digits.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -108,6 +115,17 @@ def _check_signing_secret(value: str | None) -> str | None:
     return value
 
 
+def _check_callback_headers(value: dict[str, str]) -> dict[str, str]:
+    value = _check_headers(value)
+    for name in value:
+        if name.lower() in RESERVED_CALLBACK_HEADERS:
+            raise ValueError(
+                f"header {name!r} is set by the Factory on every callback (Standard Webhooks) "
+                "and cannot be given"
+            )
+    return value
+
+
 class CallbackUrl(_Strict):
     url: str
     headers: Headers
@@ -117,7 +135,7 @@ class CallbackUrl(_Strict):
     _secret = field_validator("signing_secret")(_check_signing_secret)
 
     _url = field_validator("url")(_check_client_url)
-    _headers = field_validator("headers")(_check_headers)
+    _headers = field_validator("headers")(_check_callback_headers)
 
 
 def _no_bool(value: Any) -> Any:
@@ -136,8 +154,8 @@ class Pagination(_Strict):
     begin_offset: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
     page_size: Count = Field(default=100, ge=1, le=500)
     max_pages: Count = Field(default=0, ge=0, le=MAX_SAFE_INTEGER)
-    offset_param: str = Field(default="offset", min_length=1, max_length=64)
-    page_size_param: str = Field(default="page_size", min_length=1, max_length=64)
+    offset_param: str = Field(default="offset", pattern=PARAM_NAME_PATTERN)
+    page_size_param: str = Field(default="page_size", pattern=PARAM_NAME_PATTERN)
 
     _cap = field_validator("max_pages")(_at_most("max_pages_cap", " (the deployment's cap)"))
 
@@ -186,7 +204,9 @@ def _hyperparameter_string(value: Any) -> str:
 
 
 class TrainingModel(_Strict):
-    image: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+    # An image URI is visible ASCII (a registry, a repository and a tag or digest): "\S" would
+    # read differently in JSON Schema (ECMA-262) and here, around U+0085 and U+00A0.
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[!-~]+$")]
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     resource: Resource
 

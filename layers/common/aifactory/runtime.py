@@ -24,7 +24,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
-        store=JobStore(settings.jobs_table),
+        store=JobStore(settings.jobs_table, settings.owner_counts_table),
         secrets=SecretBox(settings.kms_key_id),
         storage=Storage(settings.data_bucket),
         training=Training(),

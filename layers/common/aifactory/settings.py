@@ -93,6 +93,8 @@ class Settings:
     model_fields: ClassVar[dict[str, FieldSpec]]
 
     jobs_table: str = Field(alias="JOBS_TABLE", min_length=1)
+    # Each owner's count of active jobs (the MaxActiveJobsPerOwner bound), one item per owner.
+    owner_counts_table: str = Field(alias="OWNER_COUNTS_TABLE", min_length=1)
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=1)
     stage_queue_url: str = Field(alias="STAGE_QUEUE_URL", min_length=1)
     callback_retry_queue_url: str = Field(alias="CALLBACK_RETRY_QUEUE_URL", min_length=1)

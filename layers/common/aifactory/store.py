@@ -1,19 +1,22 @@
 """The jobs table: every state change is one conditional write, so races resolve in DynamoDB."""
 
-import base64
 import binascii
 import functools
-import json
+import random
+import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.conditions import Attr, ConditionExpressionBuilder, Key
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError, ParamValidationError
 
 from aifactory import aws, timefmt
 from aifactory.errors import BadRequest
+from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES
+from aifactory.pagetokens import INVALID as INVALID_TOKEN
 
 OWNER_INDEX = "owner-created_at-index"
 # A sparse index: a job carries `active_owner` (its owner) only while it is staging or
@@ -56,9 +59,19 @@ def _conditional_failed(exc: ClientError) -> bool:
     return aws.error_code(exc) == "ConditionalCheckFailedException"
 
 
+class LimitReached(Exception):
+    """The owner already has `active` jobs, the most it may have; nothing was written."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(active)
+        self.active = active
+
+
 class JobStore:
-    def __init__(self, table_name: str) -> None:
+    def __init__(self, table_name: str, counts_table_name: str = "") -> None:
         self.table_name = table_name
+        # One item per owner, {owner, active, changed_at}: how many of its jobs are active.
+        self.counts_table_name = counts_table_name
 
     @functools.cached_property
     def table(self) -> Any:
@@ -70,10 +83,29 @@ class JobStore:
         item = self.table.get_item(Key={"job_name": job_name}, ConsistentRead=True).get("Item")
         return _plain(item) if item else None
 
+    def get_owned(self, job_name: str, owner: str) -> dict[str, Any] | None:
+        """The job if `owner` owns it; None for another owner's job and for a missing one alike.
+
+        DynamoDB applies the owner filter before it answers, so both cases get the same empty
+        answer: nothing of another tenant's job is sent, read or deserialized here, and the
+        time taken does not tell the two apart.
+        """
+        answer = self.table.query(
+            KeyConditionExpression=Key("job_name").eq(job_name),
+            FilterExpression=Attr("owner").eq(owner),
+            ConsistentRead=True,
+        )
+        items = answer.get("Items") or []
+        return _plain(items[0]) if items else None
+
     def list_for_owner(
         self, owner: str, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The owner's jobs, newest first; boto3's paginator keeps `limit` exact under a filter."""
+        """The owner's jobs, newest first; boto3's paginator keeps `limit` exact under a filter.
+
+        `next_token` is the paginator's own token, as this method returned it: the API never
+        takes one from a client but through `pagetokens`, which only opens tokens it sealed.
+        """
         paginator = aws.client("dynamodb").get_paginator("query")
         params: dict[str, Any] = {
             "TableName": self.table_name,
@@ -93,15 +125,14 @@ class JobStore:
             )
         config: dict[str, Any] = {"MaxItems": limit, "PageSize": limit}
         if next_token:
-            _check_token(next_token, owner, status)
             config["StartingToken"] = next_token
         try:
             result = paginator.paginate(**params, PaginationConfig=config).build_full_result()
         except (ValueError, ParamValidationError, binascii.Error) as exc:
-            raise BadRequest("next_token: is not a token this API issued") from exc
+            raise BadRequest(INVALID_TOKEN) from exc
         except ClientError as exc:
-            if aws.error_code(exc) == "ValidationException":
-                raise BadRequest("next_token: is not a token this API issued") from exc
+            if next_token and aws.error_code(exc) == "ValidationException":
+                raise BadRequest(INVALID_TOKEN) from exc
             raise
         items = [
             _plain({k: _deserializer.deserialize(v) for k, v in item.items()})
@@ -109,26 +140,16 @@ class JobStore:
         ]
         return items, result.get("NextToken")
 
-    def count_active(self, owner: str, *, at_least: int) -> int:
-        """How many of the owner's jobs are active, counted up to `at_least` and then stopped.
-
-        The index is eventually consistent and the count is not a lock: creates racing each
-        other may each see the same count, so the bound holds to within the burst of
-        concurrent creates the usage plan allows.
-        """
-        params: dict[str, Any] = {
-            "IndexName": ACTIVE_INDEX,
-            "KeyConditionExpression": Key(ACTIVE_ATTRIBUTE).eq(owner),
-            "Select": "COUNT",
-        }
-        count = 0
-        while True:
-            page = self.table.query(**params)
-            count += int(page.get("Count", 0))
-            start = page.get("LastEvaluatedKey")
-            if count >= at_least or not start:
-                return count
-            params["ExclusiveStartKey"] = start
+    def active_count(self, owner: str) -> int:
+        """The owner's counter: its jobs from create until they end, whatever their state."""
+        item = (
+            aws.client("dynamodb")
+            .get_item(
+                TableName=self.counts_table_name, Key={"owner": {"S": owner}}, ConsistentRead=True
+            )
+            .get("Item")
+        )
+        return int(item["active"]["N"]) if item and "active" in item else 0
 
     def _owner(self, job_name: str) -> str | None:
         """The job's owner (which never changes), or None if there is no such job."""
@@ -146,8 +167,179 @@ class JobStore:
             item = {**item, STATUS_KEY: status_key(item["owner"], item["status"])}
         self.table.put_item(Item=item, ConditionExpression=Attr("job_name").not_exists())
 
+    def create_counted(self, item: dict[str, Any], *, limit: int) -> None:
+        """Write a new job and count it against its owner, in one transaction.
+
+        The owner's counter goes up only while it is below `limit`, and the job is written
+        only if its name is free: both or neither. LimitReached (with the count) when the
+        owner is at its limit; a ClientError when the name is taken.
+        """
+        owner = str(item["owner"])
+        item = {**item, STATUS_KEY: status_key(owner, str(item["status"]))}
+        put = {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": _serialize(item),
+                "ConditionExpression": "attribute_not_exists(job_name)",
+            }
+        }
+        count = {
+            "Update": {
+                "TableName": self.counts_table_name,
+                "Key": {"owner": {"S": owner}},
+                "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one, "
+                "changed_at = :now",
+                "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
+                "ExpressionAttributeValues": {
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":now": {"S": timefmt.to_iso(timefmt.now())},
+                },
+            }
+        }
+        reasons = _transact([count, put])
+        if reasons is None:
+            return
+        if reasons[0] == "ConditionalCheckFailed":
+            raise LimitReached(self.active_count(owner))
+        raise ClientError(
+            {"Error": {"Code": "ConditionalCheckFailedException", "Message": str(reasons)}},
+            "TransactWriteItems",
+        )
+
     def delete(self, job_name: str) -> None:
         self.table.delete_item(Key={"job_name": job_name})
+
+    def delete_counted(self, job_name: str, owner: str) -> None:
+        """Take back a job that was just created (its staging could not be queued), and its
+        place in the owner's count, in one transaction."""
+        reasons = _transact(
+            [
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": {"job_name": {"S": job_name}},
+                        "ConditionExpression": "attribute_exists(#active)",
+                        "ExpressionAttributeNames": {"#active": ACTIVE_ATTRIBUTE},
+                    }
+                },
+                _release(self.counts_table_name, owner),
+            ]
+        )
+        if reasons is not None:
+            self.delete(job_name)  # counted already released, or a drifted counter
+
+    def _end(self, job_name: str, sets: dict[str, Any], condition: Any) -> dict[str, Any] | None:
+        """A job's terminal transition: the update (if `condition` holds) and, while the job
+        still counts against its owner, the release of that count, in one transaction.
+
+        The update removes ACTIVE_ATTRIBUTE, and the release requires it, so a job is
+        released exactly once: a repeated end event fails the condition and releases
+        nothing. A job that no longer counts (or a counter already at 0, which the
+        reconciler repairs) ends without a release.
+        """
+        owner = self._owner(job_name)
+        if owner is None:
+            return None
+        sets = {**sets}
+        if "status" in sets:
+            sets[STATUS_KEY] = status_key(owner, sets["status"])
+        names = {f"#{i}": key for i, key in enumerate(sets)}
+        names["#active"] = ACTIVE_ATTRIBUTE
+        values = {f":{i}": value for i, value in enumerate(sets.values())}
+        expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(sets)))
+        expression += " REMOVE #active"
+        built = _condition_expression(
+            condition & Attr("job_name").exists() & Attr(ACTIVE_ATTRIBUTE).eq(owner)
+        )
+        update = {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": {"job_name": {"S": job_name}},
+                "UpdateExpression": expression,
+                "ConditionExpression": built["ConditionExpression"],
+                "ExpressionAttributeNames": {**names, **built["ExpressionAttributeNames"]},
+                "ExpressionAttributeValues": _serialize(
+                    {**values, **built["ExpressionAttributeValues"]}
+                ),
+            }
+        }
+        reasons = _transact([update, _release(self.counts_table_name, owner)])
+        if reasons is None:
+            return self.get(job_name)
+        if reasons[1] == "ConditionalCheckFailed" and reasons[0] in ("None", ""):
+            logger.warning("active job count already 0 at a job's end", extra={"owner": owner})
+        # Not counted (any more), or the end is stale or repeated: as an ordinary update.
+        return self._update(job_name, sets, condition, removes=(ACTIVE_ATTRIBUTE,))
+
+    def repair_counts(self, *, settled_seconds: int = 60) -> int:
+        """Set every owner's counter to the number of its jobs that still count; how many
+        counters were wrong.
+
+        The active index is eventually consistent, so an owner is repaired only when its
+        counter has not changed for `settled_seconds` (by then the index has caught up),
+        and the write is conditional on the counter still being what was read.
+        """
+        actual: dict[str, int] = {}
+        kwargs: dict[str, Any] = {"IndexName": ACTIVE_INDEX}
+        while True:
+            page = self.table.scan(**kwargs)
+            for item in page.get("Items", []):
+                owner = str(item[ACTIVE_ATTRIBUTE])
+                actual[owner] = actual.get(owner, 0) + 1
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        counters: dict[str, tuple[int, str]] = {}
+        client = aws.client("dynamodb")
+        scan: dict[str, Any] = {"TableName": self.counts_table_name, "ConsistentRead": True}
+        while True:
+            page = client.scan(**scan)
+            for item in page.get("Items", []):
+                counters[item["owner"]["S"]] = (
+                    int(item.get("active", {}).get("N", "0")),
+                    item.get("changed_at", {}).get("S", ""),
+                )
+            if "LastEvaluatedKey" not in page:
+                break
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        settled = timefmt.to_iso(timefmt.now() - timedelta(seconds=settled_seconds))
+        repaired = 0
+        for owner in sorted(set(actual) | set(counters)):
+            count, changed_at = counters.get(owner, (0, ""))
+            if count == actual.get(owner, 0) or changed_at > settled:
+                continue
+            if owner in counters:
+                condition = "active = :was AND changed_at = :changed"
+                values = {":was": {"N": str(count)}, ":changed": {"S": changed_at}}
+                if not changed_at:
+                    condition = "active = :was AND attribute_not_exists(changed_at)"
+                    values = {":was": {"N": str(count)}}
+            else:
+                condition, values = "attribute_not_exists(active)", {}
+            try:
+                client.update_item(
+                    TableName=self.counts_table_name,
+                    Key={"owner": {"S": owner}},
+                    UpdateExpression="SET active = :count, changed_at = :now",
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues={
+                        **values,
+                        ":count": {"N": str(actual.get(owner, 0))},
+                        ":now": {"S": timefmt.to_iso(timefmt.now())},
+                    },
+                )
+            except ClientError as exc:
+                if _conditional_failed(exc):
+                    continue  # it changed meanwhile: the next sweep looks again
+                raise
+            logger.warning(
+                "repaired an owner's active job count",
+                extra={"owner": owner, "was": count, "count": actual.get(owner, 0)},
+            )
+            repaired += 1
+        return repaired
 
     def _update(
         self,
@@ -420,12 +612,7 @@ class JobStore:
         }
         if reason:
             sets["failure_reason"] = reason
-        return self._update(
-            job_name,
-            sets,
-            ~Attr("status").is_in(list(TERMINAL_STATUSES)),
-            removes=(ACTIVE_ATTRIBUTE,),
-        )
+        return self._end(job_name, sets, ~Attr("status").is_in(list(TERMINAL_STATUSES)))
 
     def apply_event(
         self, job_name: str, event_millis: int, fields: dict[str, Any], *, terminal: bool
@@ -442,13 +629,11 @@ class JobStore:
         condition = (Attr("last_event_time").not_exists() | newer) & ~Attr("status").is_in(
             list(TERMINAL_STATUSES)
         )
-        return self._update(
-            job_name,
-            {**fields, "last_event_time": event_millis},
-            condition,
+        sets = {**fields, "last_event_time": event_millis}
+        if terminal:
             # A job that has ended no longer counts against its owner's active jobs.
-            removes=(ACTIVE_ATTRIBUTE,) if terminal else (),
-        )
+            return self._end(job_name, sets, condition)
+        return self._update(job_name, sets, condition)
 
     def claim_callback(self, job_name: str, now_iso: str, stale_before_iso: str) -> bool:
         """Take the one right to send a job's callback.
@@ -633,26 +818,64 @@ def _progress_mark() -> dict[str, str]:
     return {"staging_progress_at": timefmt.to_iso(timefmt.now())}
 
 
-def _check_token(token: str, owner: str, status: str | None = None) -> None:
-    """A continuation token must be one of ours, for this owner's index (and status)."""
-    try:
-        decoded = json.loads(base64.b64decode(token, validate=True))
-        start_key = decoded.get("ExclusiveStartKey")
-        # Within the first page the token holds only how many items to skip.
-        token_owner: str | None = owner
-        if start_key is not None and status:
-            # The status index's key is owner#status: a token from another list is refused.
-            if start_key[STATUS_KEY]["S"] != status_key(owner, status):
-                token_owner = None
-        elif start_key is not None:
-            token_owner = start_key["owner"]["S"]
-        valid = isinstance(decoded.get("boto_truncate_amount", 0), int)
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise BadRequest("next_token: is not a token this API issued") from None
-    if token_owner != owner or not valid:
-        raise BadRequest("next_token: is not a token this API issued")
-
-
 def _dynamo_number(value: Any) -> Any:
     """DynamoDB takes Decimal, not float."""
     return Decimal(str(value)) if isinstance(value, float) else value
+
+
+_serializer = TypeSerializer()
+_TRANSACTION_ATTEMPTS = 5
+
+
+def _serialize(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_dynamo_number(v)) for k, v in values.items()}
+
+
+def _condition_expression(condition: Any) -> dict[str, Any]:
+    """A boto3 condition as the low-level client takes it (expression, names, values)."""
+    built = ConditionExpressionBuilder().build_expression(condition)
+    return {
+        "ConditionExpression": built.condition_expression,
+        "ExpressionAttributeNames": built.attribute_name_placeholders,
+        "ExpressionAttributeValues": built.attribute_value_placeholders,
+    }
+
+
+def _release(counts_table: str, owner: str) -> dict[str, Any]:
+    """One job of `owner` no longer counts: its counter goes down by one (never below 0)."""
+    return {
+        "Update": {
+            "TableName": counts_table,
+            "Key": {"owner": {"S": owner}},
+            "UpdateExpression": "SET active = active - :one, changed_at = :now",
+            "ConditionExpression": "active >= :one",
+            "ExpressionAttributeValues": {
+                ":one": {"N": "1"},
+                ":now": {"S": timefmt.to_iso(timefmt.now())},
+            },
+        }
+    }
+
+
+def _transact(items: list[dict[str, Any]]) -> list[str] | None:
+    """TransactWriteItems; None when it was applied, else each item's cancellation reason.
+
+    A transaction that lost a race with another one on the same item (TransactionConflict)
+    is tried again, with a short jittered pause, a few times.
+    """
+    client = aws.client("dynamodb")
+    for attempt in range(_TRANSACTION_ATTEMPTS):
+        try:
+            client.transact_write_items(TransactItems=items)
+            return None
+        except ClientError as exc:
+            if aws.error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [
+                str(reason.get("Code", "None"))
+                for reason in exc.response.get("CancellationReasons", [])
+            ]
+            if "TransactionConflict" not in reasons or attempt == _TRANSACTION_ATTEMPTS - 1:
+                return reasons + ["None"] * (len(items) - len(reasons))
+        time.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311 - jitter, not secrecy
+    raise AssertionError("unreachable")

@@ -13,15 +13,12 @@ only once the job has ended and every stream has been read to its end.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, scheduling, timefmt
+from aifactory import aws, pagetokens, scheduling, timefmt
 from aifactory.errors import BadRequest
 from aifactory.models import TERMINAL_STATUSES
 
@@ -35,43 +32,36 @@ MAX_EVENTS_PER_CALL = 10_000
 # GetLogEvents calls one page may make (the job's streams, each read on to where the page
 # ends): a page stops early, with a token, rather than run into API Gateway's 29 s.
 MAX_CALLS_PER_PAGE = 50
-BAD_TOKEN = "next_token: is not a valid page token"  # noqa: S105 - a message, not a secret
+BAD_TOKEN = pagetokens.INVALID
 
 
-# -- the page token: opaque to clients, bound to the job and its owner -------------------------
+# -- the page token: sealed (pagetokens), bound to the job and its owner ------------------------
 def encode_token(position: dict[str, list[Any]], *, owner: str, job_name: str) -> str:
     """The token for reading on from `position` (stream suffix -> [forward token, skip])."""
-    payload = {"job": job_name, "owner": owner, "pos": position}
-    text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return pagetokens.seal({"pos": position}, owner=owner, query=_token_query(job_name))
 
 
 def decode_token(token: str, *, owner: str, job_name: str) -> dict[str, list[Any]]:
     """The position a token holds; 400 for a token of another job or owner, or not ours."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        position = payload["pos"]
-        valid = (
-            payload["job"] == job_name
-            and payload["owner"] == owner
-            and isinstance(position, dict)
-            and all(
-                isinstance(name, str)
-                and isinstance(at, list)
-                and len(at) == 2
-                and (at[0] is None or isinstance(at[0], str))
-                and isinstance(at[1], int)
-                and not isinstance(at[1], bool)
-                and 0 <= at[1] <= MAX_EVENTS_PER_CALL
-                for name, at in position.items()
-            )
-        )
-    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
-        raise BadRequest(BAD_TOKEN) from None
+    position = pagetokens.unseal(token, owner=owner, query=_token_query(job_name)).get("pos")
+    valid = isinstance(position, dict) and all(
+        isinstance(name, str)
+        and isinstance(at, list)
+        and len(at) == 2
+        and (at[0] is None or isinstance(at[0], str))
+        and isinstance(at[1], int)
+        and not isinstance(at[1], bool)
+        and 0 <= at[1] <= MAX_EVENTS_PER_CALL
+        for name, at in position.items()
+    )
     if not valid:
         raise BadRequest(BAD_TOKEN)
     return dict(position)
+
+
+def _token_query(job_name: str) -> dict[str, Any]:
+    """What a log token is bound to besides its owner: this route and this job."""
+    return {"route": "get_training_logs", "job": job_name}
 
 
 # -- reading ----------------------------------------------------------------------------------
