@@ -54,7 +54,7 @@ def decode_token(token: str, *, owner: str, job_name: str) -> dict[str, list[Any
         and 0 <= at[1] <= MAX_EVENTS_PER_CALL
         for name, at in position.items()
     )
-    if not valid:
+    if not valid or not isinstance(position, dict):
         raise BadRequest(BAD_TOKEN)
     return dict(position)
 
