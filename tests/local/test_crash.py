@@ -19,6 +19,7 @@ from aifactory_local.dataset_server import DatasetServer
 from aifactory_local.sample_data import tagging_records
 from tests.local.test_all_day import (
     FAST,
+    HERE,
     Serve,
     _job_body,
     _post,
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.e2e
 
 ADMIN = Path(sys.executable).parent / "aifactory-admin"
 ENDED = ("Completed", "Failed", "Stopped")
+STUBBORN = f"*:stubborn={sys.executable} {HERE / 'stubborn_trainer.py'}"
 
 
 def _s3(facts: dict[str, Any]) -> Any:
@@ -117,3 +119,101 @@ def test_what_the_factory_answered_survives_a_sigkill_and_an_ended_job_is_not_re
             assert log.count("[trainer pid") == 1, log
         finally:
             assert second.stop() == 0, second.output
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_training_resumes_after_a_sigkill_from_its_checkpoint_or_from_the_start(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    first = Serve(
+        tmp_path, state, "--trainer", STUBBORN, "--stop-grace", "1", name="first", session=True
+    )
+    with DatasetServer(tagging_records(80)) as dataset, CallbackReceiver() as receiver:
+        try:
+            facts = first.wait_ready()
+            (key,) = facts["api_keys"].values()
+            # Given a spot job, which checkpoints, and an on-demand job, which does not,
+            # both training (the sample trainer, for 600 steps)
+            jobs = {}
+            for spot in (True, False):
+                body = _job_body(dataset, receiver, "slot_tagger")
+                body["training_model"]["hyperparameters"].update(
+                    {"process.train.steps": "600", "process.train.saveCheckpointSteps": "40"}
+                )
+                body["training_model"]["resource"]["spot"] = spot
+                created = _post(facts, key, "create_training_job", body)
+                assert created.status_code == 200, created.text
+                jobs[spot] = created.json()["job_name"]
+            # and a job whose trainer writes nothing while it trains until stopped
+            created = _post(
+                facts, key, "create_training_job", _job_body(dataset, receiver, "stubborn")
+            )
+            assert created.status_code == 200, created.text
+            quiet = created.json()["job_name"]
+            checkpoints = state / "jobs" / jobs[True] / "opt" / "ml" / "checkpoints"
+            deadline = time.monotonic() + 120
+            while not (
+                list(checkpoints.glob("checkpoint-*.npz"))
+                and (state / "jobs" / jobs[False] / "trainer.pid").exists()
+                and (state / "jobs" / quiet / "trainer.pid").exists()
+            ):
+                assert time.monotonic() < deadline, first.output
+                time.sleep(0.1)
+            trainers = {
+                spot: int((state / "jobs" / name / "trainer.pid").read_text().split()[0])
+                for spot, name in {**jobs, None: quiet}.items()
+            }
+        finally:
+            # When the whole Factory is killed while they train (their trainers, in sessions
+            # of their own, are left running)
+            first.kill()
+        assert all(_alive(pid) for pid in trainers.values())
+        second = Serve(
+            tmp_path, state, "--trainer", STUBBORN, "--stop-grace", "1", name="second", session=True
+        )
+        try:
+            again = second.wait_ready()
+            # Then the orphaned trainers are ended before the jobs train again
+            deadline = time.monotonic() + 30
+            while any(_alive(pid) for pid in trainers.values()):
+                assert time.monotonic() < deadline, "an orphaned trainer still runs"
+                time.sleep(0.1)
+            # and both jobs complete, each with one callback
+            for name in jobs.values():
+                done = _wait_status(again, key, name, ENDED, timeout=180)
+                assert done["status"] == "Completed", done
+                callback = receiver.wait_for_job(name, timeout=60)
+                assert callback is not None and callback.json["status"] == "Completed"
+            time.sleep(1)
+            for name in jobs.values():
+                assert len(receiver.for_job(name)) == 1, [c.json for c in receiver.for_job(name)]
+            # and the quiet job trains again under one new trainer, until it is stopped
+            pid_file, deadline = state / "jobs" / quiet / "trainer.pid", time.monotonic() + 60
+            while not pid_file.exists():
+                assert time.monotonic() < deadline, second.output
+                time.sleep(0.1)
+            restarted = int(pid_file.read_text().split()[0])
+            assert restarted != trainers[None] and _alive(restarted)
+            stopped = _post(again, key, "stop_training_job", {"job_name": quiet})
+            assert stopped.status_code == 200, stopped.text
+            assert _wait_status(again, key, quiet, ENDED, timeout=60)["status"] == "Stopped"
+            # and the terminal says so
+            second.wait_for_output(rf"resumed\s+{jobs[True]}\s+resumed after a crash, from its")
+            second.wait_for_output(rf"resumed\s+{jobs[False]}\s+resumed after a crash, starting")
+        finally:
+            assert second.stop() == 0, second.output
+    # and the spot job went on from its last checkpoint, the on-demand job started over
+    spot_log = (state / "jobs" / jobs[True] / "training.log").read_text()
+    assert "[resumed after a crash of the local Factory]" in spot_log
+    assert spot_log.count("resuming from checkpoint at step") == 1, spot_log
+    plain_log = (state / "jobs" / jobs[False] / "training.log").read_text()
+    assert plain_log.count("[trainer pid") == 2
+    assert "resuming from checkpoint" not in plain_log
