@@ -13,6 +13,8 @@ that changed something, and so does a request to the emulated API Gateway (the a
 keys). Changes that come while a snapshot is written go into the next one.
 """
 
+import io
+import json
 import logging
 import re
 import threading
@@ -37,6 +39,8 @@ log = logging.getLogger("aifactory_local.writethrough")
 _READ_ONLY = re.compile(
     r"(?:^|[.=])(?:Get|Describe|List|Query|Scan|BatchGet|Decrypt|Encrypt|GenerateDataKey)\w*$"
 )
+# How often a long poll of a queue looks again for messages.
+RECEIVE_POLL_SECONDS = 0.1
 # The credential scope names the service: .../us-east-1/apigateway/aws4_request.
 _SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
 
@@ -193,20 +197,57 @@ class WriteThrough:
 
     # -- moto's server, behind the gate ------------------------------------------------------
     def middleware(self, app: Any) -> Any:
-        def gated(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            writes = changes_state(environ)
+        def once(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             self.gate.enter()
             try:
-                body = list(app(environ, start_response))
+                return list(app(environ, start_response))
             finally:
                 self.gate.leave()
-            if writes:
+
+        def gated(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
+                return self._receive(once, environ, start_response)
+            body = once(environ, start_response)
+            if changes_state(environ):
                 generation = self.changed()
                 if service_of(environ) == "apigateway":  # the admin CLI's keys: answered = kept
                     self.wait_durable(generation)
             return body
 
         return gated
+
+    def _receive(self, once: Any, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A long poll (WaitTimeSeconds) as short polls, the gate open between them: a
+        snapshot never waits for a queue's long poll to end."""
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            request = json.loads(raw or b"{}")
+            wait = float(request.get("WaitTimeSeconds") or 0)
+        except (ValueError, TypeError, AttributeError):
+            request, wait = None, 0.0
+        deadline = time.monotonic() + wait
+        answer: dict[str, Any] = {}
+
+        def keep(status: str, headers: list[Any], exc_info: Any = None) -> None:
+            answer.update(status=status, headers=headers, exc_info=exc_info)
+
+        if isinstance(request, dict):
+            raw = json.dumps({**request, "WaitTimeSeconds": 0}).encode()
+        while True:
+            answer.clear()
+            environ["wsgi.input"] = io.BytesIO(raw)
+            environ["CONTENT_LENGTH"] = str(len(raw))
+            body = once(environ, keep)
+            received = b'"Messages"' in b"".join(body)
+            if received or not answer.get("status", "").startswith("200"):
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(RECEIVE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        if received:
+            self.changed()  # messages in flight now
+        start_response(answer["status"], answer["headers"], answer.get("exc_info"))
+        return body
 
     def moto_server(self, host: str, port: int) -> ThreadedMotoServer:
         return _GatedMotoServer(self, host, port)
