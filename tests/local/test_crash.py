@@ -217,3 +217,112 @@ def test_training_resumes_after_a_sigkill_from_its_checkpoint_or_from_the_start(
     plain_log = (state / "jobs" / jobs[False] / "training.log").read_text()
     assert plain_log.count("[trainer pid") == 2
     assert "resuming from checkpoint" not in plain_log
+
+
+def test_a_queued_job_stays_queued_and_a_due_callback_is_sent_after_a_sigkill(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    args = ("--trainer", FAST, "--trainer", STUBBORN, "--stop-grace", "1")
+    # One training instance: a second job waits in the training queue
+    args += ("--parameter", "MaxTrainingInstances=1", "--callback-retry-base", "20")
+    first = Serve(tmp_path, state, *args, name="first", session=True)
+    with DatasetServer(tagging_records(40)) as dataset, CallbackReceiver() as receiver:
+        try:
+            facts = first.wait_ready()
+            (key,) = facts["api_keys"].values()
+            # Given a completed job whose callback failed once, so a retry is due later
+            receiver.fail_with = [500]
+            body = _job_body(dataset, receiver, "sklearn_report")
+            late = _post(facts, key, "create_training_job", body).json()["job_name"]
+            _wait_callback_state(facts, key, late, "retrying", timeout=90)
+            # and a job training on the one instance, and a job queued behind it
+            body = _job_body(dataset, receiver, "stubborn")
+            busy = _post(facts, key, "create_training_job", body).json()["job_name"]
+            while not (state / "jobs" / busy / "trainer.pid").exists():
+                time.sleep(0.1)
+            body = _job_body(dataset, receiver, "sklearn_report")
+            queued = _post(facts, key, "create_training_job", body).json()["job_name"]
+            deadline = time.monotonic() + 60
+            while (
+                "queued_at"
+                not in _post(facts, key, "check_training_status", {"job_name": queued}).json()
+            ):
+                assert time.monotonic() < deadline, first.output
+                time.sleep(0.2)
+            time.sleep(1.5)
+            assert len(receiver.for_job(late)) == 1  # the retry is not sent yet
+        finally:
+            first.kill()
+        second = Serve(tmp_path, state, *args, name="second", session=True)
+        try:
+            again = second.wait_ready()
+            # Then the queued job is still queued behind the resumed one
+            status = _post(again, key, "check_training_status", {"job_name": queued}).json()
+            assert "queued_at" in status and status["status"] not in ENDED, status
+            assert not (state / "jobs" / queued).exists()
+            # and the due callback is delivered
+            _wait_callback_state(again, key, late, "delivered", timeout=90)
+            assert [c.json["status"] for c in receiver.for_job(late)] == ["Completed"] * 2
+            # and once the instance is free, the queued job runs and completes
+            stopped = _post(again, key, "stop_training_job", {"job_name": busy})
+            assert stopped.status_code == 200, stopped.text
+            done = _wait_status(again, key, queued, ENDED, timeout=120)
+            assert done["status"] == "Completed", done
+            assert receiver.wait_for_job(queued, timeout=60) is not None
+        finally:
+            assert second.stop() == 0, second.output
+
+
+def _refused(tmp_path: Path, state: Path, name: str) -> str:
+    serve = Serve(tmp_path, state, name=name)
+    assert serve.wait_exit() == 1, serve.output
+    return serve.output
+
+
+def test_a_state_file_of_a_newer_format_or_damaged_is_refused_never_misread(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # A state file written by a newer version
+    (state / "state.bin").write_bytes(b"aifactory-local state\nformat 3\nsha256 00\nwhatever")
+    output = _refused(tmp_path, state, "newer")
+    assert "state.bin is in format 3, written by a newer version of aifactory-local" in output
+    assert "this version reads formats 1 and 2" in output and "--fresh" in output
+    # A state file whose contents are not the ones its header vouches for
+    payload = b"\x80\x05N."
+    header = b"aifactory-local state\nformat 2\nsha256 " + b"0" * 64 + b"\n"
+    (state / "state.bin").write_bytes(header + payload)
+    output = _refused(tmp_path, state, "damaged")
+    assert "state.bin is damaged: its checksum does not match" in output
+    # Not a state file at all
+    (state / "state.bin").write_bytes(b"\x80\x05N.")
+    assert "is not a state file of aifactory-local" in _refused(tmp_path, state, "foreign")
+
+
+def test_a_state_dir_of_the_previous_format_is_read_and_converted(tmp_path: Path) -> None:
+    import io
+
+    from aifactory_local import persistence
+    from aifactory_local.factory import LocalFactory
+
+    state = tmp_path / "state"
+    with LocalFactory(api_keys={"ann": "ann-key-0123456789"}, state_dir=state) as factory:
+        table, bucket = factory.table, factory.bucket
+        factory.client("s3").put_object(Bucket=bucket, Key="kept/object", Body=b"kept")
+    # Given a state dir as the previous version left it at a clean stop (format 1)
+    saved = persistence.read_snapshot(state)
+    assert saved is not None
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer).dump({"format": 1, "backends": saved["backends"]})
+    (state / "aws.pickle").write_bytes(buffer.getvalue())
+    (state / "resources.json").write_text(json.dumps(saved["resources"]))
+    (state / "sagemaker.json").write_text(json.dumps({"format": 1, "jobs": []}))
+    (state / "state.bin").unlink()
+    # When the Factory starts on it, the account is there, and it is kept in the new format
+    with LocalFactory(api_keys={"ann": "ann-key-0123456789"}, state_dir=state) as factory:
+        assert factory.restored and (factory.table, factory.bucket) == (table, bucket)
+        kept = factory.client("s3").get_object(Bucket=bucket, Key="kept/object")
+        assert kept["Body"].read() == b"kept"
+        assert (state / "state.bin").exists() and not (state / "aws.pickle").exists()
