@@ -20,7 +20,7 @@ export AWS_EC2_METADATA_DISABLED := true
 # Options for `make run` / `make demo`, e.g. make run ARGS="--port 3001 --fresh".
 ARGS ?=
 
-.PHONY: venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam schemathesis
+.PHONY: chaos venv test run demo lint typecheck validate build bytecode bench mutate clean audit tools deploy sam schemathesis
 
 venv: $(STAMP) $(SAM_STAMP)
 
@@ -157,3 +157,10 @@ mutate: $(MUTATE_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(SAM) $(MUTATE_VENV) .aws-sam .pytest_cache .mutation
+
+# A chaos run of the local Factory: SIGKILLs at random moments, then the invariants checked.
+SEED ?= 1
+JOBS ?= 6
+KILLS ?= 2
+chaos: $(STAMP)
+	$(BIN)/python -m aifactory_local.chaos --seed $(SEED) --jobs $(JOBS) --kills $(KILLS)

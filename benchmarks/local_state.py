@@ -1,8 +1,10 @@
-"""How long the local Factory takes to save and restore its emulated account on stop/start.
+"""How long the local Factory takes to snapshot and restore its emulated account.
 
 Fills the emulated account as a day of use would (S3 objects of staged data and models,
-DynamoDB job items, queued messages), then times persistence.save_account and
-persistence.load_account and prints the snapshot's size, for each size asked.
+DynamoDB job items, queued messages), then times one snapshot (moto's models pickled, the
+state.bin written and fsynced) and one restore, and prints the snapshot's size, for each size
+asked. The write-through writes one such snapshot per change (benchmarks/write_through.py
+measures what that adds to a request and to a job).
 
     .venv/bin/python benchmarks/local_state.py [--objects-mb 10 100] [--jobs 1000]
 """
@@ -60,13 +62,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             state = Path(folder)
             started = time.perf_counter()
-            persistence.save_account(state, env)
+            data = persistence.encode_snapshot(persistence.pickle_account(), env, [], {})
+            persistence.write_snapshot(state, data)
             saved = time.perf_counter() - started
-            size = (state / "aws.pickle").stat().st_size / 1e6
+            size = (state / persistence.SNAPSHOT).stat().st_size / 1e6
             for service in persistence.SERVICES:
                 get_backend(service).reset()  # type: ignore[call-overload]
             started = time.perf_counter()
-            persistence.load_account(state)
+            saved_state = persistence.read_snapshot(state)
+            assert saved_state is not None
+            persistence.restore_account(saved_state["backends"])
             loaded = time.perf_counter() - started
         count = ddb.scan(TableName=env["JOBS_TABLE"], Select="COUNT")["Count"]
         assert count == args.jobs, count

@@ -94,10 +94,14 @@ class ApiGateway:
         port: int = 3000,
         access_log: Path | None = None,
         key_lookup: Callable[[str], ApiKey | None] | None = None,
+        durable: Any = None,
     ) -> None:
+        """`durable` (a WriteThrough): a request that changed the Factory's state is answered
+        once that change is on disk."""
         self.routes = {(method.upper(), path): fn for (method, path), fn in routes.items()}
         self.keys = {key.value: key for key in api_keys}
         self.key_lookup = key_lookup
+        self.durable = durable
         self.stage = stage
         self.access_log = access_log
         self._log_lock = threading.Lock()
@@ -184,7 +188,10 @@ class ApiGateway:
             self._refuse(request, path, key, _bad_request(), started, request_id)
             return
         event = self.build_event(request, path, parts.query, body, key, request_id)
+        before = self.durable.generation if self.durable is not None else 0
         status, headers, payload = self._invoke(function, event)
+        if self.durable is not None and self.durable.generation != before:
+            self.durable.wait_durable()  # what the request changed is on disk before it answers
         headers += [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", request_id[:16])]
         request.send_bytes(status, payload, headers)
         self._access(request, path, key, status, started, request_id)

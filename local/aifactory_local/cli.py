@@ -297,12 +297,17 @@ def describe(factory: LocalFactory) -> str:
     restored = (
         f"restored from the state dir ({jobs} training jobs; --fresh starts empty)"
         if factory.restored
-        else "new (kept in the state dir when the Factory stops)"
+        else "new (kept in the state dir as it changes)"
     )
     if factory.interrupted_on_start:
         restored += (
-            f"\n                  {factory.interrupted_on_start} job(s) were running when the "
-            "Factory last stopped: now Failed (interrupted)"
+            f"\n                  {factory.interrupted_on_start} job(s) were stopping when the "
+            "Factory crashed: now Stopped"
+        )
+    if factory.resumed_on_start:
+        restored += (
+            f"\n                  {factory.resumed_on_start} job(s) were training when the "
+            "Factory crashed: resumed after a crash"
         )
     if factory.strict_egress:
         start_a_job = f"""The deployed URL policy is on (--strict-egress): dataset and callback

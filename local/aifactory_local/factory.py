@@ -44,7 +44,7 @@ from aifactory_local.lambdas import (
 )
 from aifactory_local.motoserver import MotoServer
 from aifactory_local.pollers import SqsEventSource
-from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer
+from aifactory_local.sagemaker import LocalSageMaker, SageMakerServer, job_folder
 from aifactory_local.schedules import ScheduleTimer
 from aifactory_local.template import (
     apply_overrides,
@@ -57,6 +57,7 @@ from aifactory_local.template import (
 )
 from aifactory_local.terminal import FunctionLogLines, Terminal
 from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
+from aifactory_local.writethrough import WriteThrough
 
 log = logging.getLogger("aifactory_local.factory")
 
@@ -171,9 +172,12 @@ class LocalFactory:
         # Jobs that were running when this Factory stopped, or when the previous one did.
         self.interrupted_on_stop = 0
         self.interrupted_on_start = 0
+        self.resumed_on_start = 0  # training when the previous Factory crashed
         self._lock: persistence.StateLock | None = None
         self._terminal_lines: FunctionLogLines | None = None
         self._provisioned: dict[str, str] = {}
+        self.writer: WriteThrough | None = None
+        self._saved: dict[str, Any] = {}
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -258,7 +262,12 @@ class LocalFactory:
         # The emulated AWS account, and the stack's data resources in it: as the previous run
         # left them, or new.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.moto = MotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
+        if self.persist:
+            # Everything written through to the state dir as it changes.
+            self.writer = WriteThrough(self.state_dir, self._capture_state)
+            self.moto = self.writer.moto_server(LOOPBACK, self.aws_port)
+        else:
+            self.moto = MotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
@@ -279,14 +288,16 @@ class LocalFactory:
         )
         # The training queue (Scheduler=batch), as the template's Batch resources define it.
         self.batch = _local_batch(template, self.sagemaker, self._emit)
-        if self.persist:
-            self.batch.restore(persistence.load_batch(self.state_dir))
-        interrupted_events = (
-            self.sagemaker.restore(persistence.load_jobs(self.state_dir)) if self.persist else []
-        )
+        self.batch.restore(self._saved.get("batch") or {})
+        interrupted_events = self.sagemaker.restore(self._saved.get("jobs") or [])
         self.interrupted_on_start = len(interrupted_events)
         self.sagemaker_server = SageMakerServer(self.sagemaker, LOOPBACK, 0)
         self.sagemaker_server.start()
+        if self.writer is not None:
+            _count_changes(self.sagemaker, self.writer)
+            _count_changes(self.batch, self.writer)
+            self.writer.flush()  # a state dir of format 1 is converted now
+            self.writer.start()
         self.batch_server = BatchServer(self.batch, LOOPBACK, 0)
         self.batch_server.start()
         self.batch.start()
@@ -313,6 +324,20 @@ class LocalFactory:
         # Jobs the previous run left running end now, with their callbacks.
         for event in interrupted_events:
             self._emit(event)
+        # Jobs that were training when the previous Factory crashed resume.
+        resumed = self.sagemaker.resume_crashed()
+        self.resumed_on_start = len(resumed)
+        for name in resumed:
+            job = self.sagemaker.jobs[name]
+            how = (
+                "from its last checkpoint"
+                if job.params.get("CheckpointConfig")
+                else "starting over (no checkpoints)"
+            )
+            if self.terminal is not None:
+                shown = job_folder(job.params)
+                self.terminal.line("resumed", shown, f"resumed after a crash, {how}", "yellow")
+            log.info("training job %s resumed after a crash (%s)", name, how)
 
         queue_urls = self._queue_urls(template)
         sqs = self.client("sqs")
@@ -357,6 +382,8 @@ class LocalFactory:
                 access_log=self.logs_dir / "api.log",
                 # Keys issued by the admin CLI live in the emulated API Gateway, with a tenant.
                 key_lookup=emulated_keys(self.client("apigateway")),
+                # An answered request's changes are on disk first.
+                durable=self.writer,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -382,6 +409,7 @@ class LocalFactory:
             *([("training queue", self.batch.stop)] if self.batch else []),
             *([("training jobs", self._close_training)] if self.sagemaker else []),
             *([("event bus", self.bus.stop)] if self.bus else []),
+            *([("write-through", self.writer.stop)] if self.writer else []),
             *([("SageMaker server", self.sagemaker_server.stop)] if self.sagemaker_server else []),
             *([("Batch server", self.batch_server.stop)] if self.batch_server else []),
             ("saved state", self._save_state),
@@ -419,9 +447,15 @@ class LocalFactory:
     def _restore_account(self) -> dict[str, str] | None:
         if not self.persist:
             return None
-        resources = persistence.load_account(self.state_dir)
-        if resources is None:
+        try:
+            saved = persistence.read_snapshot(self.state_dir)
+        except persistence.StateError as exc:
+            raise RuntimeError(str(exc)) from None
+        if saved is None:
             return None
+        persistence.restore_account(saved["backends"])
+        self._saved = saved
+        resources = dict(saved["resources"])
         self.restored = True
         # Queue URLs name the endpoint they were created on; this run's is another port.
         previous = resources.pop("_aws_endpoint_url", "")
@@ -438,18 +472,25 @@ class LocalFactory:
         if self.sagemaker is not None:
             self.interrupted_on_stop = self.sagemaker.close()
 
-    def _save_state(self) -> None:
-        """After everything that writes has stopped: the account, the jobs."""
-        if not self.persist or self.moto is None or not self.env:
-            return
+    def _capture_state(self) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any]]:
         resources: dict[str, str] = dict(self._provisioned)
         resources["_aws_endpoint_url"] = self.aws_endpoint_url
-        persistence.save_account(self.state_dir, resources)
-        if self.sagemaker is not None:
-            persistence.save_jobs(self.state_dir, self.sagemaker.saved_state())
-        if self.batch is not None:
-            persistence.save_batch(self.state_dir, self.batch.saved_state())
-        log.info("saved the emulated account and the jobs in %s", self.state_dir)
+        jobs = self.sagemaker.saved_state() if self.sagemaker is not None else []
+        batch = self.batch.saved_state() if self.batch is not None else {}
+        return resources, jobs, batch
+
+    def _save_state(self) -> None:
+        """After everything that writes has stopped: the last snapshot."""
+        if self.writer is None or self.moto is None or not self.env:
+            return
+        self.writer.flush()
+        log.info(
+            "saved the emulated account and the jobs in %s (%d snapshots written through, "
+            "%.3f s in all)",
+            self.state_dir,
+            self.writer.snapshots,
+            self.writer.seconds,
+        )
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -458,6 +499,8 @@ class LocalFactory:
 
     # -- wiring ------------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.changed()
         if self.batch is not None and event.get("source") == "aws.sagemaker":
             self.batch.observe(event)  # a training job Batch started moves its service job
         if self.terminal is not None:
@@ -679,6 +722,19 @@ def _check_port_free(host: str, port: int, option: str) -> None:
         raise
     finally:
         probe.close()
+
+
+def _count_changes(service: LocalSageMaker | LocalBatch, writer: WriteThrough) -> None:
+    """Each call to the local SageMaker or Batch may change a job: write it through."""
+    call = service.call
+
+    def counted(operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return call(operation, params)
+        finally:
+            writer.changed()
+
+    service.call = counted  # type: ignore[method-assign]
 
 
 def _logical_id(value: Any) -> str:

@@ -21,7 +21,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 
-class _SerialDynamoDB:
+class SerialDynamoDB:
     """A WSGI wrapper: one DynamoDB request at a time (X-Amz-Target DynamoDB_...)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -39,7 +39,7 @@ class MotoServer(ThreadedMotoServer):
     """ThreadedMotoServer whose DynamoDB requests are atomic, as DynamoDB's are."""
 
     def _server_entry(self) -> None:
-        app = _SerialDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = SerialDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )

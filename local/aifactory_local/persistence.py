@@ -3,19 +3,32 @@ Factory at a time the use of a state dir.
 
     <state>/lock              held (flock) while a Factory runs; names its process
     <state>/api-keys.json     the API keys (0600): a generated key is reused on the next start
-    <state>/aws.pickle        the emulated AWS account: S3 objects, DynamoDB items, SQS
-                              messages, the KMS key, the training logs and metrics (moto's
-                              backends, pickled on stop)
-    <state>/resources.json    the names of the stack's resources in that account
-    <state>/sagemaker.json    the training jobs, as DescribeTrainingJob shows them
-    <state>/batch.json        the training queue's service jobs and the tenants' usage
+    <state>/state.bin         everything else, in one file (0600), format 2: the emulated AWS
+                              account (S3 objects, DynamoDB items, SQS messages, the KMS key,
+                              the API keys issued with aifactory-admin, the training logs and
+                              metrics: moto's backends), the names of the stack's resources,
+                              the training jobs (as DescribeTrainingJob shows them), and the
+                              training queue's service jobs and the tenants' usage
+    <state>/jobs/<job>/       each training job's working tree (its checkpoints, its log)
 
-The account is saved when the Factory stops (Ctrl-C, SIGTERM); a Factory that was killed
-outright comes back as it was at its previous clean stop. `--fresh` starts from nothing.
+state.bin is written through (writethrough.py): before the API answers a request that changed
+something, and within a second of a change the Factory made itself. It is replaced whole,
+atomically (written beside, fsynced, renamed, the directory fsynced), and starts with a header
+that names its format and the SHA-256 of what follows, so a restart after a crash (SIGKILL,
+an OOM kill, a power cut) reads either the previous snapshot or the next, never a mixture.
+
+Format 1 (before write-through: aws.pickle, resources.json, sagemaker.json and batch.json,
+saved at a clean stop only) is read, and replaced by state.bin at the first snapshot. A state
+dir of a format this version does not know (a newer one) is refused with a clear message.
+
+The account is a pickle of moto's models (moto's objects have no other serialised form): the
+state dir is the user's own, and state.bin is only unpickled once its header and checksum are
+right. `--fresh` starts from nothing.
 """
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -28,14 +41,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 # The services the Factory provisions; their moto backends hold the whole account.
-SERVICES = ("s3", "dynamodb", "sqs", "kms", "logs", "cloudwatch")
-FORMAT = 1
+# The admin CLI's keys live in API Gateway's (apigateway).
+SERVICES = ("s3", "dynamodb", "sqs", "kms", "logs", "cloudwatch", "apigateway")
+LEGACY_FORMAT = 1
+FORMAT = 2
+SNAPSHOT = "state.bin"
+MAGIC = b"aifactory-local state\n"
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _PRIVATE_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """The whole file or the previous one, also after a power cut: the data reaches the disk
+    before the rename, and the rename before this returns."""
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     # The mode is given whatever the umask, and to a temporary left by an earlier crash.
@@ -45,6 +64,11 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -146,48 +170,135 @@ def _region_backends() -> list[tuple[str, str, str, Any]]:
     return found
 
 
-def save_account(state_dir: Path, resources: dict[str, str]) -> None:
-    """Pickle moto's backends (call while nothing else uses them) and the resource names."""
-    snapshot = {
-        "format": FORMAT,
-        "backends": [
-            (service, account, region, backend.__dict__)
-            for service, account, region, backend in _region_backends()
-        ],
-    }
+class StateError(RuntimeError):
+    """A state dir this version cannot read: the message says why, and the way out."""
+
+
+def encode_snapshot(
+    account: bytes, resources: dict[str, str], jobs: list[dict[str, Any]], batch: dict[str, Any]
+) -> bytes:
+    """A whole state.bin: header (magic, format, SHA-256 of the payload) and payload."""
+    payload = pickle.dumps(
+        {
+            "format": FORMAT,
+            "account": account,
+            "resources": resources,
+            "jobs": jobs,
+            "batch": batch,
+        },
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    return MAGIC + b"format %d\nsha256 %s\n" % (FORMAT, digest) + payload
+
+
+def pickle_account() -> bytes:
+    """moto's backends as bytes (call while nothing else changes them)."""
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(snapshot)
-    _write_atomic(state_dir / "aws.pickle", buffer.getvalue(), mode=0o600)
-    _write_atomic(
-        state_dir / "resources.json", (json.dumps(resources, indent=2) + "\n").encode(), 0o600
+    backends = [
+        (service, account, region, backend.__dict__)
+        for service, account, region, backend in _region_backends()
+    ]
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(backends)
+    return buffer.getvalue()
+
+
+def write_snapshot(state_dir: Path, data: bytes) -> None:
+    _write_atomic(state_dir / SNAPSHOT, data, 0o600)
+    for name in LEGACY_FILES:  # format 1, now replaced
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / name).unlink()
+
+
+def _refuse(state_dir: Path, why: str) -> StateError:
+    return StateError(
+        f"cannot restore the state saved in {state_dir} ({why}); start with --fresh to begin "
+        "anew (it keeps the API keys)"
     )
 
 
-def load_account(state_dir: Path) -> dict[str, str] | None:
-    """Put a saved account back into moto's backends; returns the resource names, or None
-    when there is nothing (usable) to restore."""
-    from moto.backends import get_backend
+def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
+    """The saved state (format 2, or format 1 converted), or None for a new state dir.
+    Raises StateError for a state dir that cannot be read as it was meant."""
+    path = state_dir / SNAPSHOT
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return _read_legacy(state_dir)
+    if not data.startswith(MAGIC):
+        raise _refuse(state_dir, f"{SNAPSHOT} is not a state file of aifactory-local")
+    lines = data[len(MAGIC) :].split(b"\n", 2)
+    if len(lines) < 3 or not lines[0].startswith(b"format ") or not lines[1].startswith(b"sha256 "):
+        raise _refuse(state_dir, f"{SNAPSHOT} has a damaged header")
+    try:
+        version = int(lines[0][len(b"format ") :])
+    except ValueError:
+        raise _refuse(state_dir, f"{SNAPSHOT} has a damaged header") from None
+    if version != FORMAT:
+        raise _refuse(
+            state_dir,
+            f"{SNAPSHOT} is in format {version}, written by "
+            f"{'a newer' if version > FORMAT else 'another'} version of aifactory-local; this "
+            f"version reads formats {LEGACY_FORMAT} and {FORMAT}: run the version that wrote it",
+        )
+    payload = lines[2]
+    if hashlib.sha256(payload).hexdigest().encode() != lines[1][len(b"sha256 ") :]:
+        raise _refuse(state_dir, f"{SNAPSHOT} is damaged: its checksum does not match")
+    try:
+        # Checked above: the whole file, as this module wrote it in the user's own state dir.
+        snapshot = pickle.loads(payload)  # noqa: S301
+        backends = pickle.loads(snapshot["account"])  # noqa: S301
+    except Exception as exc:  # e.g. saved with another moto version
+        raise _refuse(state_dir, f"{type(exc).__name__}: {exc}") from None
+    return {
+        "backends": backends,
+        "resources": dict(snapshot["resources"]),
+        "jobs": list(snapshot["jobs"]),
+        "batch": dict(snapshot["batch"]),
+    }
 
+
+def _read_legacy(state_dir: Path) -> dict[str, Any] | None:
+    """Format 1: aws.pickle and resources.json, sagemaker.json, batch.json (clean stops)."""
     try:
         resources = json.loads((state_dir / "resources.json").read_text(encoding="utf-8"))
-        # The state dir is this user's own, written by save_account above.
+        # The state dir is this user's own, written by an earlier version of this module.
         snapshot = pickle.loads((state_dir / "aws.pickle").read_bytes())  # noqa: S301
     except FileNotFoundError:
         return None
     except Exception as exc:  # e.g. saved by another moto version
-        raise RuntimeError(
-            f"cannot restore the state saved in {state_dir} ({type(exc).__name__}: {exc}); "
-            "start with --fresh to begin anew"
-        ) from None
-    if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT:
-        return None
-    for service, account, region, state in snapshot["backends"]:
+        raise _refuse(state_dir, f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(snapshot, dict) or snapshot.get("format") != LEGACY_FORMAT:
+        found = snapshot.get("format") if isinstance(snapshot, dict) else None
+        raise _refuse(state_dir, f"aws.pickle is in an unknown format ({found!r})")
+    return {
+        "backends": snapshot["backends"],
+        "resources": dict(resources),
+        "jobs": _legacy_json(state_dir / "sagemaker.json").get("jobs") or [],
+        "batch": _legacy_json(state_dir / "batch.json"),
+    }
+
+
+def _legacy_json(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict) or saved.get("format") != LEGACY_FORMAT:
+        return {}
+    return saved
+
+
+def restore_account(backends: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Put saved backends back into moto's."""
+    from moto.backends import get_backend
+
+    for service, account, region, state in backends:
         backend = get_backend(service)[account][region]  # type: ignore[call-overload]
         backend.__dict__.clear()
         backend.__dict__.update(state)
         if service == "sqs":
             _release_in_flight(backend)
-    return dict(resources)
 
 
 def _release_in_flight(backend: Any) -> None:
@@ -198,38 +309,8 @@ def _release_in_flight(backend: Any) -> None:
             message.visible_at = 0.0
 
 
-def save_jobs(state_dir: Path, jobs: list[dict[str, Any]]) -> None:
-    data = (json.dumps({"format": FORMAT, "jobs": jobs}, indent=1) + "\n").encode()
-    _write_atomic(state_dir / "sagemaker.json", data, 0o600)
-
-
-def load_jobs(state_dir: Path) -> list[dict[str, Any]]:
-    try:
-        saved = json.loads((state_dir / "sagemaker.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        return []
-    return [job for job in saved.get("jobs") or [] if isinstance(job, dict)]
-
-
-def save_batch(state_dir: Path, state: dict[str, Any]) -> None:
-    """The local Batch's service jobs and the shares' usage."""
-    data = (json.dumps({"format": FORMAT, **state}, indent=1) + "\n").encode()
-    _write_atomic(state_dir / "batch.json", data, 0o600)
-
-
-def load_batch(state_dir: Path) -> dict[str, Any]:
-    try:
-        saved = json.loads((state_dir / "batch.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        return {}
-    return saved
-
-
-SAVED_FILES = ("aws.pickle", "resources.json", "sagemaker.json", "batch.json")
+LEGACY_FILES = ("aws.pickle", "resources.json", "sagemaker.json", "batch.json")
+SAVED_FILES = (SNAPSHOT, *LEGACY_FILES)
 
 
 def forget(state_dir: Path) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 from aifactory_local.cloudwatch import compile_definitions
 from aifactory_local.httpserver import BackgroundServer, QuietHandler
 from aifactory_local.training import (
-    INTERRUPTED_REASON,
     STOP_GRACE_SECONDS,
     JobRunner,
     SpotSimulation,
     TrainerResolver,
     TrainingJob,
+    end_orphaned_trainer,
 )
 
 log = logging.getLogger("aifactory_local.sagemaker")
@@ -95,6 +95,7 @@ class LocalSageMaker:
         self.runners: dict[str, JobRunner] = {}
         self._lock = threading.Lock()
         self._shutdown = threading.Event()
+        self.crashed: list[str] = []  # jobs to resume after a crash of the previous Factory
 
     def close(self, timeout: float = 10.0) -> int:
         """Interrupt running jobs: each trainer gets SIGTERM, then SIGKILL after the stop grace
@@ -116,18 +117,51 @@ class LocalSageMaker:
             return sum(1 for r in self.runners.values() if r.thread.is_alive())
 
     def restore(self, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Jobs of an earlier run of the Factory (TrainingJob.to_state()). A job that was still
-        running then ends Failed as interrupted now; returns those state change events."""
+        """Jobs of an earlier run of the Factory (TrainingJob.to_state()). A clean stop ended
+        the jobs it interrupted; a job still running in the state was running when that
+        Factory crashed: it resumes (resume_crashed()), and one that was stopping ends
+        Stopped now. Returns the state change events of the jobs that end now."""
         events = []
         with self._lock:
             for state in states:
                 job = TrainingJob.from_state(state, self.jobs_dir / job_folder(state["params"]))
                 self.jobs[job.name] = job
-                if not job.terminal:
-                    event = job.change("Failed", "Failed", INTERRUPTED_REASON)
+                if job.terminal:
+                    continue
+                if job.status == "Stopping":
+                    end_orphaned_trainer(job, docker=self.resolver.docker)
+                    event = job.change("Stopped", "Stopped")
                     if event is not None:
                         events.append(event)
+                    continue
+                runner = self._runner(job)
+                runner.resumed = True
+                self.runners[job.name] = runner
+                self.crashed.append(job.name)
         return events
+
+    def resume_crashed(self) -> list[str]:
+        """Start the jobs restore() found running: the names of those started."""
+        with self._lock:
+            names, self.crashed = self.crashed, []
+            runners = [self.runners[name] for name in names]
+        for runner in runners:
+            log.info("training job %s resumes after a crash", runner.job.name)
+            runner.start()
+        return names
+
+    def _runner(self, job: TrainingJob) -> JobRunner:
+        return JobRunner(
+            job,
+            self.s3,
+            self.resolver,
+            self.emit,
+            self._shutdown,
+            stop_grace_seconds=self.stop_grace_seconds,
+            spot=self.spot,
+            logs=self.logs,
+            cloudwatch=self.cloudwatch,
+        )
 
     def saved_state(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -191,17 +225,7 @@ class LocalSageMaker:
             self._check_quota(params)
             job = TrainingJob(params, self.jobs_dir / job_folder(params))
             job.dir.mkdir(parents=True, exist_ok=True)
-            runner = JobRunner(
-                job,
-                self.s3,
-                self.resolver,
-                self.emit,
-                self._shutdown,
-                stop_grace_seconds=self.stop_grace_seconds,
-                spot=self.spot,
-                logs=self.logs,
-                cloudwatch=self.cloudwatch,
-            )
+            runner = self._runner(job)
             self.jobs[name] = job
             self.runners[name] = runner
         log.info("training job %s created (image %s)", name, job.image)

@@ -362,6 +362,84 @@ def _s3_location(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
+# <state>/jobs/<job>/trainer.pid: the running trainer's pid and its start time (clock ticks
+# after boot, from /proc), so that a Factory that was killed finds the trainer it left.
+TRAINER_PID = "trainer.pid"
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (/proc/<pid>/stat field 22): a pid reused later differs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _write_pid(job: TrainingJob, pid: int) -> None:
+    path = job.dir / TRAINER_PID
+    temporary = path.with_name(f".{TRAINER_PID}.tmp")
+    temporary.write_text(f"{pid} {_start_time(pid) or '-'}\n")
+    os.replace(temporary, path)
+
+
+def _trainers_of(job: TrainingJob) -> set[int]:
+    """The processes that are this job's trainer: the one trainer.pid names (if it is still
+    that process), and, where /proc exists, any process whose environment is the job's."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError, ValueError):
+        pid_text, started = (job.dir / TRAINER_PID).read_text().split()
+        pid = int(pid_text)
+        if started == "-" or _start_time(pid) == started:
+            found.add(pid)
+    marker = f"OPT_ML_ROOT={job.root}".encode()
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if marker in (entry / "environ").read_bytes().split(b"\0"):
+                        found.add(int(entry.name))
+    return found
+
+
+def end_orphaned_trainer(job: TrainingJob, *, docker: bool = False, timeout: float = 10.0) -> int:
+    """End the trainer a crashed Factory left running for `job` (its whole process group);
+    returns how many processes were found. Two trainers never run for one job."""
+    found = _trainers_of(job)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while found and time.monotonic() < deadline:
+        found = {pid for pid in found if _alive(pid)}
+        time.sleep(0.05)
+    if docker:
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["docker", "kill", job.name], capture_output=True, check=False, timeout=30
+        )
+    (job.dir / TRAINER_PID).unlink(missing_ok=True)
+    if found:
+        log.warning("job %s: its orphaned trainer did not exit: %s", job.name, sorted(found))
+    return len(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has ended
+
+
 def _trainer_env(job: TrainingJob) -> dict[str, str]:
     """What a training container sees: the SageMaker paths, not this machine's credentials."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "TZ")
@@ -419,6 +497,7 @@ class JobRunner:
         self._attempt_started = 0.0
         self._checkpoint_baseline: str | None = None
         self.stopped_by_shutdown = False  # the Factory stopped while the job ran
+        self.resumed = False  # after a crash of the Factory that ran it before
         self.thread = threading.Thread(target=self.run, name=f"job-{job.name}", daemon=True)
 
     def start(self) -> None:
@@ -448,6 +527,8 @@ class JobRunner:
                     "--trainer IMAGE=COMMAND, use an image tagged with a folder of trainers/, "
                     "or run images with --docker"
                 )
+            if self.resumed:
+                self.after_crash()
             self.prepare_tree()
             exit_code = -1
             if not job.stop_requested.is_set():
@@ -496,6 +577,20 @@ class JobRunner:
         self.emit(self.job.change("Stopped", secondary))
 
     # -- the steps ---------------------------------------------------------------------------
+    def after_crash(self) -> None:
+        """A job the crashed Factory was running: its trainer is ended if it still runs; with
+        checkpoints it resumes from the last (SageMaker syncs them to CheckpointConfig.S3Uri as
+        they are written), without them it starts over."""
+        end_orphaned_trainer(self.job, docker=self.resolver.docker)
+        if self.job.params.get("CheckpointConfig"):
+            self.sync_checkpoints()
+        else:
+            shutil.rmtree(self.checkpoint_dir(), ignore_errors=True)
+        for folder in (self.job.root / "model", self.job.root / "output"):
+            shutil.rmtree(folder, ignore_errors=True)
+        with self.job.log_file.open("ab") as output:
+            output.write(b"[resumed after a crash of the local Factory]\n")
+
     def prepare_tree(self) -> None:
         job, root = self.job, self.job.root
         config = root / "input" / "config"
@@ -587,6 +682,7 @@ class JobRunner:
                 start_new_session=True,
             )
             output.write(f"[trainer pid {self.process.pid}]\n".encode())
+        _write_pid(job, self.process.pid)
         reader = threading.Thread(
             target=self.read_output,
             args=(self.process.stdout, self.cloudwatch_output()),
@@ -618,6 +714,7 @@ class JobRunner:
         reader.join(OUTPUT_DRAIN_SECONDS)
         with job.log_file.open("ab") as output:
             output.write(f"[exit status {code}]\n".encode())
+        (job.dir / TRAINER_PID).unlink(missing_ok=True)
         if self.shutdown.is_set() and not job.stop_requested.is_set():
             raise _Shutdown()
         return code

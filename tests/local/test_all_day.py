@@ -41,7 +41,10 @@ def _command(*args: str) -> list[str]:
 class Serve:
     """`aifactory-local serve` in the background; its terminal output goes to a file."""
 
-    def __init__(self, tmp: Path, state: Path, *args: str, name: str = "serve") -> None:
+    def __init__(
+        self, tmp: Path, state: Path, *args: str, name: str = "serve", session: bool = False
+    ) -> None:
+        """`session`: in a process group of its own, which kill() ends with SIGKILL."""
         self.ready = tmp / f"{name}-ready.json"
         self.output_file = tmp / f"{name}.out"
         self.ready.unlink(missing_ok=True)
@@ -56,6 +59,7 @@ class Serve:
                 stderr=subprocess.STDOUT,
                 text=True,
                 env=env,
+                start_new_session=session,
             )  # fmt: skip
 
     @property
@@ -85,6 +89,11 @@ class Serve:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, as an OOM kill or a power cut ends it."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
 
     def wait_for_output(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         deadline = time.monotonic() + timeout
