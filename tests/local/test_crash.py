@@ -250,8 +250,6 @@ def test_a_queued_job_stays_queued_and_a_due_callback_is_sent_after_a_sigkill(
             ):
                 assert time.monotonic() < deadline, first.output
                 time.sleep(0.2)
-            time.sleep(1.5)
-            assert len(receiver.for_job(late)) == 1  # the retry is not sent yet
         finally:
             first.kill()
         second = Serve(tmp_path, state, *args, name="second", session=True)

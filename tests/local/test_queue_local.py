@@ -57,7 +57,7 @@ def test_a_second_tenant_trains_before_the_first_tenants_backlog_one_job_at_a_ti
     factory: LocalFactory, alice: Client, bob: Client, payload: Any, receiver: Any
 ) -> None:
     # Given a capacity of one instance, and three jobs from alice, the first a long one
-    first = alice.create(payload(image=TIMED_IMAGE, sleep_seconds="4"))
+    first = alice.create(payload(image=TIMED_IMAGE, sleep_seconds="10"))
     alice.wait(first, lambda s: s["secondary_status"] not in ("Staging", "Queued"), timeout=30)
     backlog = [alice.create(payload(image=TIMED_IMAGE, sleep_seconds="1")) for _ in range(2)]
     # When bob sends one while alice's first still trains
@@ -72,7 +72,7 @@ def test_a_second_tenant_trains_before_the_first_tenants_backlog_one_job_at_a_ti
     jobs = [first, *backlog, theirs]
     for job in jobs:
         client = bob if job == theirs else alice
-        final = client.wait_terminal(job, timeout=90)
+        final = client.wait_terminal(job, timeout=120)
         assert final["status"] == "Completed", final
         assert final["training_start_time"] and final["queued_at"]
         assert receiver.wait_for_job(job, timeout=30) is not None
