@@ -7,6 +7,10 @@ reveal which resources exist); a missing or unknown x-api-key gets 403 {"message
 "Internal server error"}. Everything else is a REST API proxy integration: the handler gets
 the same event shape API Gateway builds, and its statusCode, headers and body are sent back.
 
+A route whose template event says `Auth: ApiKeyRequired: false` (the console's) is answered
+without a key, as deployed; a path parameter (`/console/{asset}`) matches one path segment and
+reaches the handler in `pathParameters`, with the template's path as `resource`.
+
 Paths are accepted with or without the stage prefix (/prod/create_training_job and
 /create_training_job), as through the execute-api URL and through a custom domain.
 Usage plan throttling and quotas are not enforced locally.
@@ -20,6 +24,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -89,8 +94,17 @@ class ApiGateway:
         port: int = 3000,
         access_log: Path | None = None,
         key_lookup: Callable[[str], ApiKey | None] | None = None,
+        keyless: set[tuple[str, str]] | None = None,
     ) -> None:
         self.routes = {(method.upper(), path): fn for (method, path), fn in routes.items()}
+        # Routes answered without an API key (method, template path).
+        self.keyless = {(method.upper(), path) for method, path in keyless or set()}
+        # Routes with path parameters: each {name} matches one non-empty path segment.
+        self.templated = [
+            (method, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))), path)
+            for method, path in self.routes
+            if "{" in path
+        ]
         self.keys = {key.value: key for key in api_keys}
         self.key_lookup = key_lookup
         self.stage = stage
@@ -143,7 +157,9 @@ class ApiGateway:
             request.send_bytes(status, payload, headers)
             self._access(request, path, None, status, started, request_id)
             return
-        function = self.routes.get((request.command, path))
+        resource, params = self._resource(request.command, path)
+        function = self.routes.get((request.command, resource))
+        keyless = (request.command, resource) in self.keyless
         key = self._key(_header(request, "x-api-key") or "")
         if function is None:
             status, headers, payload = _gateway_error(
@@ -151,14 +167,26 @@ class ApiGateway:
             )
         elif len(body) > MAX_PAYLOAD_BYTES:
             status, headers, payload = _gateway_error(413, "Request Too Long", "RequestTooLarge")
-        elif key is None:
+        elif key is None and not keyless:
             status, headers, payload = _gateway_error(403, "Forbidden", "ForbiddenException")
         else:
             event = self.build_event(request, path, parts.query, body, key, request_id)
+            event["resource"] = event["requestContext"]["resourcePath"] = resource
+            event["pathParameters"] = params or None
             status, headers, payload = self._invoke(function, event)
         headers += [("x-amzn-RequestId", request_id), ("x-amz-apigw-id", request_id[:16])]
         request.send_bytes(status, payload, headers)
         self._access(request, path, key, status, started, request_id)
+
+    def _resource(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The route's template path for a request path, and the path parameters in it."""
+        if (method, path) in self.routes:
+            return path, {}
+        for route_method, pattern, template_path in self.templated:
+            match = pattern.fullmatch(path)
+            if route_method == method and match:
+                return template_path, match.groupdict()
+        return path, {}
 
     def _key(self, value: str) -> ApiKey | None:
         key = self.keys.get(value)
@@ -184,7 +212,7 @@ class ApiGateway:
         path: str,
         query: str,
         body: bytes,
-        key: ApiKey,
+        key: ApiKey | None,
         request_id: str,
     ) -> dict[str, Any]:
         """The REST API proxy integration event, as API Gateway sends it to Lambda."""
@@ -236,8 +264,8 @@ class ApiGateway:
                 "identity": {
                     "accessKey": None,
                     "accountId": None,
-                    "apiKey": key.value,
-                    "apiKeyId": key.id,
+                    "apiKey": key.value if key else None,
+                    "apiKeyId": key.id if key else None,
                     "caller": None,
                     "clientCert": None,
                     "cognitoAuthenticationProvider": None,

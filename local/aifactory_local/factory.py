@@ -337,9 +337,13 @@ class LocalFactory:
                     self.timers.append(timer)
 
         routes = {}
+        keyless = set()
         for function in self.functions.values():
             for props in function.spec.events_of_type("Api"):
-                routes[(str(props["Method"]).upper(), str(props["Path"]))] = function
+                route = (str(props["Method"]).upper(), str(props["Path"]))
+                routes[route] = function
+                if (props.get("Auth") or {}).get("ApiKeyRequired") is False:
+                    keyless.add(route)
         keys = [ApiKey(name, value) for name, value in self.api_keys.items()]
         try:
             self.api = ApiGateway(
@@ -351,6 +355,7 @@ class LocalFactory:
                 access_log=self.logs_dir / "api.log",
                 # Keys issued by the admin CLI live in the emulated API Gateway, with a tenant.
                 key_lookup=emulated_keys(self.client("apigateway")),
+                keyless=keyless,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
