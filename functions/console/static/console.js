@@ -168,15 +168,18 @@
     const points = series || [];
     $("no-loss").hidden = points.length > 0;
     if (!points.length) { box.replaceChildren(); lossPlot = null; return; }
-    const xs = points.map((p) => utc(p.timestamp) / 1000);
+    // x: seconds since the first point (the series are per-minute averages once deployed).
+    const first = utc(points[0].timestamp);
+    const xs = points.map((p) => (utc(p.timestamp) - first) / 1000);
     const ys = points.map((p) => p.value);
     if (lossPlot) { lossPlot.setData([xs, ys]); return; }
     box.replaceChildren();
     lossPlot = new uPlot({
       width: chartWidth(box), height: 240,
-      scales: { x: { time: true } },
-      series: [{}, { label: "train:loss", stroke: "#1f6feb", width: 2, points: { show: points.length < 40 } }],
-      axes: [{}, { label: "loss" }],
+      scales: { x: { time: false } },
+      series: [{ label: "seconds" },
+        { label: "train:loss", stroke: "#1f6feb", width: 2, points: { show: points.length < 40 } }],
+      axes: [{ label: `seconds since ${points[0].timestamp} UTC` }, { label: "loss" }],
     }, [xs, ys], box);
   }
 
