@@ -57,6 +57,8 @@ $(SAM_STAMP): requirements-sam.txt
 	@touch $@
 
 test: $(STAMP) $(SAM_STAMP)
+	@# The console's browser tests need Chromium: installed with apt-get where missing (as root).
+	tools/install_browser.sh
 	@# One worker per core: the suite's servers all listen on free ports.
 	$(BIN)/python -m pytest -n auto
 

@@ -12,6 +12,10 @@ an undefined route (403), a missing or unknown key (403), a declared body over A
 10 MB limit (413), or a body the headers cannot delimit (400: a Content-Length that is not a
 number, a chunk size that is not hexadecimal); a chunked body is read only up to the limit.
 
+A route whose template event says `Auth: ApiKeyRequired: false` (the console's) is answered
+without a key, as deployed; a path parameter (`/console/{asset}`) matches one path segment and
+reaches the handler in `pathParameters`, with the template's path as `resource`.
+
 Paths are accepted with or without the stage prefix (/prod/create_training_job and
 /create_training_job), as through the execute-api URL and through a custom domain.
 Usage plan throttling and quotas are not enforced locally.
@@ -25,6 +29,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -95,10 +100,19 @@ class ApiGateway:
         access_log: Path | None = None,
         key_lookup: Callable[[str], ApiKey | None] | None = None,
         durable: Any = None,
+        keyless: set[tuple[str, str]] | None = None,
     ) -> None:
         """`durable` (a WriteThrough): a request that changed the Factory's state is answered
         once that change is on disk."""
         self.routes = {(method.upper(), path): fn for (method, path), fn in routes.items()}
+        # Routes answered without an API key (method, template path).
+        self.keyless = {(method.upper(), path) for method, path in keyless or set()}
+        # Routes with path parameters: each {name} matches one non-empty path segment.
+        self.templated = [
+            (method, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))), path)
+            for method, path in self.routes
+            if "{" in path
+        ]
         self.keys = {key.value: key for key in api_keys}
         self.key_lookup = key_lookup
         self.durable = durable
@@ -164,7 +178,9 @@ class ApiGateway:
             request.send_bytes(status, payload, headers)
             self._access(request, path, None, status, started, request_id)
             return
-        function = self.routes.get((request.command, path))
+        resource, params = self._resource(request.command, path)
+        function = self.routes.get((request.command, resource))
+        keyless = (request.command, resource) in self.keyless
         if function is None:
             missing = _gateway_error(
                 403, "Missing Authentication Token", "MissingAuthenticationTokenException"
@@ -172,7 +188,7 @@ class ApiGateway:
             self._refuse(request, path, None, missing, started, request_id)
             return
         key = self._key(_header(request, "x-api-key") or "")
-        if key is None:
+        if key is None and not keyless:
             forbidden = _gateway_error(403, "Forbidden", "ForbiddenException")
             self._refuse(request, path, None, forbidden, started, request_id)
             return
@@ -188,6 +204,8 @@ class ApiGateway:
             self._refuse(request, path, key, _bad_request(), started, request_id)
             return
         event = self.build_event(request, path, parts.query, body, key, request_id)
+        event["resource"] = event["requestContext"]["resourcePath"] = resource
+        event["pathParameters"] = params or None
         before = self.durable.generation if self.durable is not None else 0
         status, headers, payload = self._invoke(function, event)
         if self.durable is not None and self.durable.generation != before:
@@ -216,6 +234,16 @@ class ApiGateway:
         ]
         request.send_bytes(status, payload, headers)
         self._access(request, path, key, status, started, request_id)
+
+    def _resource(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The route's template path for a request path, and the path parameters in it."""
+        if (method, path) in self.routes:
+            return path, {}
+        for route_method, pattern, template_path in self.templated:
+            match = pattern.fullmatch(path)
+            if route_method == method and match:
+                return template_path, match.groupdict()
+        return path, {}
 
     def _key(self, value: str) -> ApiKey | None:
         key = self.keys.get(value)
@@ -246,7 +274,7 @@ class ApiGateway:
         path: str,
         query: str,
         body: bytes,
-        key: ApiKey,
+        key: ApiKey | None,
         request_id: str,
     ) -> dict[str, Any]:
         """The REST API proxy integration event, as API Gateway sends it to Lambda."""
@@ -298,8 +326,8 @@ class ApiGateway:
                 "identity": {
                     "accessKey": None,
                     "accountId": None,
-                    "apiKey": key.value,
-                    "apiKeyId": key.id,
+                    "apiKey": key.value if key else None,
+                    "apiKeyId": key.id if key else None,
                     "caller": None,
                     "clientCert": None,
                     "cognitoAuthenticationProvider": None,

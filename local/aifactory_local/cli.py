@@ -334,6 +334,7 @@ callback receiver; these two commands, each in its own terminal, serve them with
   API             {api}   (POST /create_training_job, /check_trained_job,
                   /stop_training_job, /check_training_status, /redeliver_callback,
                   /get_model_url; send x-api-key; the contract at GET /openapi.json, /docs)
+  console         {api}/console   (the job console in a browser: sign in with an API key)
   API keys
 {keys}
   AWS endpoint    {aws}   (S3, DynamoDB, SQS, KMS; any credentials)

@@ -368,9 +368,13 @@ class LocalFactory:
                     self.timers.append(timer)
 
         routes = {}
+        keyless = set()
         for function in self.functions.values():
             for props in function.spec.events_of_type("Api"):
-                routes[(str(props["Method"]).upper(), str(props["Path"]))] = function
+                route = (str(props["Method"]).upper(), str(props["Path"]))
+                routes[route] = function
+                if (props.get("Auth") or {}).get("ApiKeyRequired") is False:
+                    keyless.add(route)
         keys = [ApiKey(name, value) for name, value in self.api_keys.items()]
         try:
             self.api = ApiGateway(
@@ -384,6 +388,7 @@ class LocalFactory:
                 key_lookup=emulated_keys(self.client("apigateway")),
                 # An answered request's changes are on disk first.
                 durable=self.writer,
+                keyless=keyless,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

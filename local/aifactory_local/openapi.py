@@ -269,6 +269,29 @@ def _tighten(schemas: dict[str, Any], settings: Any) -> None:
         )
 
 
+def _console_operation(
+    operation_id: str, summary: str, content_type: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            **extra,
+            "responses": {
+                "200": {
+                    "description": "The file, under a Content-Security-Policy of its own origin.",
+                    "content": {content_type: {"schema": {"type": "string"}}},
+                },
+                "404": {
+                    "description": "No console file of that name.",
+                    "content": _json(_ref(responses.ErrorResponse)),
+                },
+            },
+        }
+    }
+
+
 def build_spec(settings: Any = None) -> dict[str, Any]:
     """The whole document, deterministic (the same models give the same text). With a
     deployment's `settings`, its instance types, image registries and maxima."""
@@ -364,6 +387,26 @@ def build_spec(settings: Any = None) -> dict[str, Any]:
                 **_error_responses("400", "404", "500"),
             },
         ),
+        "/console": _console_operation(
+            "getConsole",
+            "The job console: an HTML page that signs in with an API key and calls the routes "
+            "above from the browser. Needs no key: it holds no data.",
+            "text/html",
+        ),
+        "/console/{asset}": _console_operation(
+            "getConsoleAsset",
+            "A file of the job console (its script, styles and charting library). Needs no key.",
+            "text/javascript",
+            parameters=[
+                {
+                    "name": "asset",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+                    "example": "console.js",
+                }
+            ],
+        ),
     }
     webhook_header = {"in": "header", "required": True, "schema": {"type": "string"}}
     return {
@@ -375,7 +418,8 @@ def build_spec(settings: Any = None) -> dict[str, Any]:
             "description": (
                 "A re-implementation of ChappieML's AI Factory API: every field of the seed "
                 "keeps its name, type and format (times are `YYYY-MM-DD HH:MM:SS` UTC). Every "
-                "route is POST and needs `x-api-key`. Errors are "
+                "data route is POST and needs `x-api-key` (the console's GET routes need none). "
+                "Errors are "
                 '`{"status": "error", "message": "..."}`; API Gateway itself answers 403 '
                 '`{"message": "Forbidden"}` for a missing or unknown key.'
             ),

@@ -29,6 +29,7 @@ FUNCTIONS = (
     "reconcile",
     "get_training_logs",
     "get_training_metrics",
+    "console",
 )
 
 

@@ -31,11 +31,13 @@ NOTIFY = [
 
 
 SCHEDULED = {"reconcile.json": "reconcile"}
+# GET /console and GET /console/{asset}: the job console's page and a file of it, with no key.
+CONSOLE = {"console.json": "text/html", "console_asset.json": "text/javascript"}
 
 
 def test_every_sample_event_is_covered():
     names = {p.name for p in EVENTS.glob("*.json")} - {"env.json"}
-    assert names == set(API) | set(RECORDS) | set(NOTIFY) | set(SCHEDULED)
+    assert names == set(API) | set(RECORDS) | set(NOTIFY) | set(SCHEDULED) | set(CONSOLE)
 
 
 def test_env_json_names_every_setting():
@@ -91,3 +93,12 @@ def test_scheduled_sample_events(fns, name, aws, factory_env):
         "failed",
         "counts_repaired",
     }
+
+
+@pytest.mark.parametrize("name", sorted(CONSOLE))
+def test_console_sample_events(fns, name):
+    response = fns["console"].lambda_handler(load_event(name), Context())
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"].startswith(CONSOLE[name])
+    assert response["headers"]["Content-Security-Policy"].startswith("default-src 'self';")
+    assert response["body"]

@@ -279,6 +279,24 @@ def test_unknown_routes_and_methods_get_api_gateways_missing_token_answer(
     assert alice.session.post(f"{factory.api_url}/prod/check_trained_job", timeout=10).ok
 
 
+def test_only_the_consoles_get_routes_answer_without_a_key_with_their_path_parameter(
+    factory: LocalFactory,
+) -> None:
+    # The template's ApiKeyRequired: false routes, and {asset} as one path segment
+    anonymous = requests.Session()
+    for path in ("/console", "/prod/console", "/console/console.js", "/prod/console/console.css"):
+        response = anonymous.get(f"{factory.api_url}{path}", timeout=10)
+        assert response.status_code == 200, path
+        assert "Content-Security-Policy" in response.headers
+    # Another method, or a deeper path, is no route at all
+    for method, path in (("POST", "/console"), ("GET", "/console/a/b"), ("GET", "/console/")):
+        response = anonymous.request(method, f"{factory.api_url}{path}", timeout=10)
+        assert response.status_code == 403, (method, path)
+        assert response.json() == {"message": "Missing Authentication Token"}
+    # And every data route still wants its key
+    assert anonymous.post(f"{factory.api_url}/check_trained_job", timeout=10).status_code == 403
+
+
 def test_a_failed_callback_delivery_is_retried(
     factory: LocalFactory, alice: Client, payload: Any, receiver: Any
 ) -> None:

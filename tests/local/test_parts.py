@@ -63,6 +63,8 @@ def test_the_template_wires_every_function_to_its_trigger() -> None:
         "/get_training_logs": "TrainingLogsFn",
         "/get_training_metrics": "TrainingMetricsFn",
         "/": "StatusFn",  # the seed's status URL, the stage root
+        "/console": "ConsoleFn",  # the job console's page and its files
+        "/console/{asset}": "ConsoleFn",
     }
     (schedule,) = specs["ReconcileFn"].events_of_type("Schedule")
     assert "ReconcileIntervalMinutes" in str(schedule["Schedule"])

@@ -39,6 +39,7 @@ FUNCTIONS = {
     "ReconcileFn": "reconcile",
     "TrainingLogsFn": "get_training_logs",
     "TrainingMetricsFn": "get_training_metrics",
+    "ConsoleFn": "console",
 }
 
 # API function logical id -> route (all POST).
@@ -55,6 +56,9 @@ API_ROUTES = {
 
 # Further routes (all POST) -> API function logical id: the seed's status URL is the stage root.
 EXTRA_API_ROUTES = {"/": "StatusFn"}
+
+# The job console's routes (GET, and the only ones without an API key) -> its function.
+CONSOLE_ROUTES = {"/console": "ConsoleFn", "/console/{asset}": "ConsoleFn"}
 
 
 def _in_sam_env() -> bool:

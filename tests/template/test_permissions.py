@@ -184,6 +184,8 @@ EXPECTED_PERMISSIONS: dict[str, dict[str, set[str]]] = {
         "dynamodb:Query": {TABLE},
         "cloudwatch:GetMetricData": {"*"},
     },
+    # The console serves its own package's files: no AWS access beyond logs and traces.
+    "ConsoleFn": {},
     "ReconcileFn": {
         # The sparse sweep index only: never a table scan, never another index.
         "dynamodb:Query": {"${JobsTable.Arn}/index/sweep-index"},

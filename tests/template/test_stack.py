@@ -11,6 +11,7 @@ import pytest
 from aifactory.settings import Settings
 from tests.template.cfn import (
     API_ROUTES,
+    CONSOLE_ROUTES,
     EXTRA_API_ROUTES,
     FUNCTIONS,
     as_list,
@@ -43,7 +44,7 @@ def api_body(cfn: dict[str, Any]) -> dict[str, Any]:
 
 def test_api_serves_the_seed_routes_and_the_callback_routes_as_post(cfn: dict[str, Any]) -> None:
     paths = api_body(cfn)["paths"]
-    assert set(paths) == set(API_ROUTES.values()) | set(EXTRA_API_ROUTES)
+    assert set(paths) == set(API_ROUTES.values()) | set(EXTRA_API_ROUTES) | set(CONSOLE_ROUTES)
     routes = [*API_ROUTES.items(), *((fn, route) for route, fn in EXTRA_API_ROUTES.items())]
     for function_id, route in routes:
         assert set(paths[route]) == {"post"}, route
@@ -59,11 +60,29 @@ def test_every_api_method_requires_an_api_key_and_nothing_else(cfn: dict[str, An
     schemes = body["components"]["securitySchemes"]
     assert schemes == {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}
     for route, operations in body["paths"].items():
+        if route in CONSOLE_ROUTES:
+            continue  # the console's static page and assets (next test)
         for method, operation in operations.items():
             assert operation["security"] == [{"api_key": []}], f"{method} {route}"
     assert not resources_of_type(cfn, "AWS::ApiGateway::Authorizer")
     # Methods exist only in the OpenAPI body, so none can be declared without the key.
     assert not resources_of_type(cfn, "AWS::ApiGateway::Method")
+
+
+def test_only_the_consoles_static_routes_need_no_key_and_they_are_get(
+    cfn: dict[str, Any],
+) -> None:
+    # The page and its assets hold no data; a browser opening a URL sends no x-api-key.
+    paths = api_body(cfn)["paths"]
+    for route, function_id in CONSOLE_ROUTES.items():
+        assert set(paths[route]) == {"get"}, route
+        operation = paths[route]["get"]
+        assert operation.get("security", []) == [], route
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy"
+        assert f"${{{function_id}.Arn}}" in render(integration["uri"])
+    # And its function reaches nothing: its role has no inline policy at all
+    assert not props(cfn, "ConsoleFnRole").get("Policies")
 
 
 def test_api_stage_is_named_by_the_stage_parameter(cfn: dict[str, Any]) -> None:
