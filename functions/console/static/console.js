@@ -86,6 +86,8 @@
   }
 
   async function loadList() {
+    // An answer to an older request (another page or filter) never overwrites a newer one.
+    const request = (state.listRequest = (state.listRequest || 0) + 1);
     const body = { limit: PAGE_SIZE };
     if (state.status) body.status = state.status;
     const token = state.pages[state.page];
@@ -95,9 +97,16 @@
     state.pages.length = state.page + 1;
     if (next) state.pages.push(next);
     const details = await Promise.all(data.map((job) => jobStatus(job.TrainingJobName)));
+    if (request !== state.listRequest) return;
     const rows = $("job-table").tBodies[0];
-    rows.replaceChildren();
-    data.forEach((job, i) => {
+    // Rows are rebuilt only when what they show changed, so a link stays put between polls.
+    const shown = JSON.stringify(data.map((job, i) => [job, details[i].status,
+      details[i].secondary_status, details[i].training_end_time]));
+    if (shown !== state.listShown) {
+      state.listShown = shown;
+      rows.replaceChildren();
+    }
+    if (rows.children.length === 0) data.forEach((job, i) => {
       const detail = details[i];
       const tr = el("tr");
       const name = el("td");
