@@ -25,7 +25,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.client
 import requests
 from moto.server import ThreadedMotoServer
@@ -170,13 +169,7 @@ def measure_freed_slot(count: int) -> bool:
                     if status["status"] in ("Completed", "Failed", "Stopped"):
                         ended[name] = status
                 time.sleep(0.5)
-            sagemaker = boto3.client(
-                "sagemaker",
-                endpoint_url=factory.sagemaker_url,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
+            sagemaker = factory.client("sagemaker")
             windows = []
             for summary in sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]:
                 described = sagemaker.describe_training_job(

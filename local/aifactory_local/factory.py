@@ -189,6 +189,10 @@ class LocalFactory:
         return self.sagemaker_server.url if self.sagemaker_server else ""
 
     @property
+    def batch_url(self) -> str:
+        return self.batch_server.url if self.batch_server else ""
+
+    @property
     def scheduler(self) -> str:
         """The template's Scheduler parameter, as this Factory runs it."""
         return str(self.env.get("SCHEDULER") or "batch")
@@ -216,10 +220,12 @@ class LocalFactory:
         }
 
     def client(self, service: str) -> Any:
-        """A boto3 client for the emulated AWS (for inspection, tests and the runtime)."""
+        """A boto3 client for the emulated AWS (for inspection, tests and the runtime):
+        SageMaker and Batch are the local stand-ins, every other service is moto."""
+        endpoint = {"sagemaker": self.sagemaker_url, "batch": self.batch_url}.get(service)
         return boto3.client(  # type: ignore[call-overload]
             service,
-            endpoint_url=self.aws_endpoint_url,
+            endpoint_url=endpoint or self.aws_endpoint_url,
             region_name=provisioning.REGION,
             aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -545,7 +551,7 @@ class LocalFactory:
                 **DUMMY_CREDENTIALS,
                 "AWS_ENDPOINT_URL": self.aws_endpoint_url,
                 "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
-                "AWS_ENDPOINT_URL_BATCH": self.batch_server.url if self.batch_server else "",
+                "AWS_ENDPOINT_URL_BATCH": self.batch_url,
                 # The template's !If of the job queue's ARN, here the local queue's.
                 "BATCH_JOB_QUEUE": self.batch.queue_arn if self.batch else "",
                 "POWERTOOLS_LOG_LEVEL": self.log_level,

@@ -45,19 +45,31 @@ def _queue(sqs: Any, name: str, logical_id: str, dlq_arn: str | None = None) -> 
     return url, arn
 
 
+def _table(endpoint_url: str, logical_id: str, name: str, template: dict[str, Any]) -> str:
+    """Create a DynamoDB table keyed (and indexed) as the template's resource says."""
+    props = resource(logical_id, template)["Properties"]
+    args: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = [
+            {k: v for k, v in index.items() if k in ("IndexName", "KeySchema", "Projection")}
+            for index in props["GlobalSecondaryIndexes"]
+        ]
+    _client("dynamodb", endpoint_url).create_table(**args)
+    return name
+
+
 def owner_counts_table(
     endpoint_url: str, prefix: str = "aifactory", template: dict[str, Any] | None = None
 ) -> str:
     """Create the table of each owner's count of active jobs, keyed as the template says."""
-    props = resource("OwnerCountsTable", template or load_template())["Properties"]
-    name = f"{prefix}-owner-counts"
-    _client("dynamodb", endpoint_url).create_table(
-        TableName=name,
-        KeySchema=props["KeySchema"],
-        AttributeDefinitions=props["AttributeDefinitions"],
-        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+    return _table(
+        endpoint_url, "OwnerCountsTable", f"{prefix}-owner-counts", template or load_template()
     )
-    return name
 
 
 def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
@@ -69,30 +81,9 @@ def provision(endpoint_url: str, prefix: str = "aifactory") -> dict[str, str]:
     bucket = f"{prefix}-data-{ACCOUNT_ID}"
     _client("s3", endpoint_url).create_bucket(Bucket=bucket)
 
-    table_props = resource("JobsTable", template)["Properties"]
-    table_name = f"{prefix}-jobs"
-    table_args: dict[str, Any] = {
-        "TableName": table_name,
-        "KeySchema": table_props["KeySchema"],
-        "AttributeDefinitions": table_props["AttributeDefinitions"],
-        "BillingMode": table_props.get("BillingMode", "PAY_PER_REQUEST"),
-    }
-    if table_props.get("GlobalSecondaryIndexes"):
-        table_args["GlobalSecondaryIndexes"] = [
-            {k: v for k, v in index.items() if k in ("IndexName", "KeySchema", "Projection")}
-            for index in table_props["GlobalSecondaryIndexes"]
-        ]
-    _client("dynamodb", endpoint_url).create_table(**table_args)
-
+    table_name = _table(endpoint_url, "JobsTable", f"{prefix}-jobs", template)
     # Powertools Idempotency's table, keyed and expiring as the template says.
-    idempotency_props = resource("IdempotencyTable", template)["Properties"]
-    idempotency_table = f"{prefix}-idempotency"
-    _client("dynamodb", endpoint_url).create_table(
-        TableName=idempotency_table,
-        KeySchema=idempotency_props["KeySchema"],
-        AttributeDefinitions=idempotency_props["AttributeDefinitions"],
-        BillingMode=idempotency_props.get("BillingMode", "PAY_PER_REQUEST"),
-    )
+    idempotency_table = _table(endpoint_url, "IdempotencyTable", f"{prefix}-idempotency", template)
 
     counts_table = owner_counts_table(endpoint_url, prefix, template)
 

@@ -9,7 +9,6 @@ import tarfile
 import time
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -48,16 +47,6 @@ def _job_item(factory: LocalFactory, job_name: str) -> dict[str, Any]:
         TableName=factory.table, Key={"job_name": {"S": job_name}}, ConsistentRead=True
     )["Item"]
     return {k: next(iter(v.values())) for k, v in item.items()}
-
-
-def _sagemaker(factory: LocalFactory) -> Any:
-    return boto3.client(
-        "sagemaker",
-        endpoint_url=factory.sagemaker_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 def _delivered(factory: LocalFactory, job_name: str) -> dict[str, Any]:
@@ -322,7 +311,7 @@ def test_a_failed_callback_delivery_is_retried(
 def test_the_sagemaker_stand_in_speaks_sagemakers_protocol(
     factory: LocalFactory, alice: Client, payload: Any
 ) -> None:
-    sagemaker = _sagemaker(factory)
+    sagemaker = factory.client("sagemaker")
     job_name = alice.create(payload(image=NO_TRAINER_IMAGE))
     alice.wait_terminal(job_name)
     job_name = training_job_name(factory, job_name)  # as AWS Batch named it
@@ -356,7 +345,7 @@ def test_a_job_past_its_max_runtime_is_stopped_as_sagemaker_does(factory: LocalF
     s3 = factory.client("s3")
     lines = "".join(json.dumps(r) + "\n" for r in tagging_records(100))
     s3.put_object(Bucket=factory.bucket, Key="datasets/direct/train/data.jsonl", Body=lines)
-    sagemaker = _sagemaker(factory)
+    sagemaker = factory.client("sagemaker")
     sagemaker.create_training_job(
         TrainingJobName="direct-max-runtime",
         AlgorithmSpecification={"TrainingImage": SLOT_TAGGER_IMAGE, "TrainingInputMode": "File"},

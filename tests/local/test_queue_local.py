@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from aifactory_local.factory import LocalFactory
@@ -36,18 +35,8 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFactory]:
         yield running
 
 
-def _sagemaker(factory: LocalFactory) -> Any:
-    return boto3.client(
-        "sagemaker",
-        endpoint_url=factory.sagemaker_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _training_window(factory: LocalFactory, job: str) -> tuple[float, float]:
-    described = _sagemaker(factory).describe_training_job(
+    described = factory.client("sagemaker").describe_training_job(
         TrainingJobName=training_job_name(factory, job)
     )
     return described["CreationTime"].timestamp(), described["TrainingEndTime"].timestamp()
@@ -113,7 +102,9 @@ def test_a_queued_job_stops_without_ever_training(
     callback = receiver.wait_for_job(waiting, timeout=30)
     assert callback is not None
     assert (callback.json["status"], callback.json["model"]) == ("Stopped", None)
-    trained = _sagemaker(factory).list_training_jobs(NameContains=waiting)["TrainingJobSummaries"]
+    trained = factory.client("sagemaker").list_training_jobs(NameContains=waiting)[
+        "TrainingJobSummaries"
+    ]
     assert trained == []
 
     # and the running one stops as a training job does

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import boto3
 import pytest
 
 from aifactory import cost
@@ -46,20 +45,10 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFactory]:
         yield running
 
 
-def _client(factory: LocalFactory) -> Any:
-    return boto3.client(
-        "sagemaker",
-        endpoint_url=factory.sagemaker_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _describe(factory: LocalFactory, job_name: str) -> dict[str, Any]:
     """DescribeTrainingJob of the job's training job (AWS Batch names it)."""
     name = training_job_name(factory, job_name)
-    return dict(_client(factory).describe_training_job(TrainingJobName=name))
+    return dict(factory.client("sagemaker").describe_training_job(TrainingJobName=name))
 
 
 def _seconds(transition: dict[str, Any]) -> float:
@@ -148,7 +137,7 @@ def test_a_spot_job_past_its_max_wait_is_stopped_as_sagemaker_does(factory: Loca
     s3 = factory.client("s3")
     lines = "".join(json.dumps(r) + "\n" for r in tagging_records(100))
     s3.put_object(Bucket=factory.bucket, Key="datasets/direct-spot/train/data.jsonl", Body=lines)
-    sagemaker = _client(factory)
+    sagemaker = factory.client("sagemaker")
     sagemaker.create_training_job(
         TrainingJobName="direct-max-wait",
         AlgorithmSpecification={"TrainingImage": SLOT_TAGGER_IMAGE, "TrainingInputMode": "File"},
@@ -201,7 +190,7 @@ def test_a_fastfile_job_reads_the_same_files_locally(factory: LocalFactory) -> N
     s3 = factory.client("s3")
     lines = "".join(json.dumps(r) + "\n" for r in tagging_records(100))
     s3.put_object(Bucket=factory.bucket, Key="datasets/direct-fast/train/data.jsonl", Body=lines)
-    sagemaker = _client(factory)
+    sagemaker = factory.client("sagemaker")
     sagemaker.create_training_job(
         TrainingJobName="direct-fastfile",
         AlgorithmSpecification={

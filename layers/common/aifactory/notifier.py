@@ -120,7 +120,7 @@ def handle_batch_change(rt: Runtime, detail: dict[str, Any], event_time: str | N
     elif status in _BATCH_SECONDARY or (status in BATCH_ENDED and training):
         started = _millis(detail.get("startedAt"))
         applied = rt.store.batch_started(
-            job_name,
+            job,
             training_job_arn=training,
             secondary_status=_BATCH_SECONDARY.get(status),
             training_start_time=(

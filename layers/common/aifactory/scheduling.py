@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from aifactory import aws, timefmt
 from aifactory.log import logger
+from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
 
 # A training job that Batch starts is named by Batch: "AWSBatch", then the request's name,
@@ -78,13 +79,10 @@ def resume_waiting(rt: Runtime, job: dict[str, Any]) -> None:
     claimed = rt.store.claim_queued(job["job_name"])
     if claimed is None:
         current = rt.store.get(job["job_name"]) or {}
-        if current.get("stop_requested") and current.get("status") not in _TERMINAL:
+        if current.get("stop_requested") and current.get("status") not in TERMINAL_STATUSES:
             _abandon(rt, job["job_name"], "Stopped")
         return
     _create(rt, claimed)
-
-
-_TERMINAL = ("Completed", "Failed", "Stopped")
 
 
 def _abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
@@ -200,7 +198,7 @@ def _wait_for_capacity(rt: Runtime, job: dict[str, Any], message: str) -> None:
     attempts = int(job.get("capacity_attempts", 0)) + 1
     if rt.store.mark_waiting(job_name, queued_at, attempts) is None:
         current = rt.store.get(job_name) or {}
-        if current.get("stop_requested") and current.get("status") not in _TERMINAL:
+        if current.get("stop_requested") and current.get("status") not in TERMINAL_STATUSES:
             _abandon(rt, job_name, "Stopped")
         return
     base = rt.settings.capacity_retry_base_seconds

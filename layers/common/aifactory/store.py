@@ -564,21 +564,19 @@ class JobStore:
 
     def batch_started(
         self,
-        job_name: str,
+        job: dict[str, Any],
         *,
         training_job_arn: str | None,
         secondary_status: str | None,
         training_start_time: str | None,
     ) -> dict[str, Any] | None:
-        """A Batch event: the job has left the queue and SageMaker has (or is about to have) it.
+        """A Batch event: the job (as just read) has left the queue and SageMaker has, or is
+        about to have, it. The new item, or None if nothing changed.
 
         The secondary status moves only while no SageMaker event has set its own; the start
         time is written once. The training job's name comes from SageMaker's own events (an
         ARN holds it in lower case only).
         """
-        job = self.get(job_name)
-        if job is None or job["status"] in TERMINAL_STATUSES:
-            return None
         sets: dict[str, Any] = {}
         if training_job_arn and job.get("training_job_arn") != training_job_arn:
             sets["training_job_arn"] = training_job_arn
@@ -587,11 +585,11 @@ class JobStore:
         if secondary_status and job.get("secondary_status") == "Queued":
             sets["secondary_status"] = secondary_status
         if not sets:
-            return job
+            return None
         condition: Any = ~Attr("status").is_in(list(TERMINAL_STATUSES))
         if "secondary_status" in sets:
             condition = condition & Attr("secondary_status").eq("Queued")
-        return self._update(job_name, sets, condition) or self.get(job_name)
+        return self._update(job["job_name"], sets, condition)
 
     def record_training_name(self, job_name: str, training_job_name: str) -> None:
         """The SageMaker training job Batch started, found by the reconciler."""
