@@ -3,9 +3,9 @@
 Stages datasets of increasing size from a local paging endpoint into an emulated S3 (moto's
 server, in its own process so its storage is not counted), and prints, for each size, the
 records, bytes, time taken and the stager's peak Python heap (tracemalloc) and peak RSS, the
-process's CPU time, and how long the stager waited for its shard uploads (each 8 MiB part is
-sent while no page is being written), which says whether overlapping uploads with fetching
-would pay.
+process's CPU time, and how long the stager waited for its shard uploads: parts are uploaded
+while the next pages are written, so the stager waits only when S3 falls behind by more than
+the parts in flight (in writes) and for a shard's last part (in complete).
 
     .venv/bin/python benchmarks/staging_memory.py [--sizes-mb 16 64 256]
 """
@@ -106,7 +106,7 @@ def main() -> None:
         from aifactory.models import CreateTrainingJobRequest, validate
         from aifactory.staging import stage_job
 
-        uploading = [0.0]  # seconds spent sending parts and completing shards
+        uploading = [0.0]  # seconds the stager waited on a shard upload (writes and completes)
 
         def timed(real):  # type: ignore[no-untyped-def]
             def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -118,7 +118,7 @@ def main() -> None:
 
             return wrapper
 
-        ShardUpload._send_part = timed(ShardUpload._send_part)  # type: ignore[method-assign]
+        ShardUpload.write = timed(ShardUpload.write)  # type: ignore[method-assign]
         ShardUpload.complete = timed(ShardUpload.complete)  # type: ignore[method-assign]
 
         runtime.reset()

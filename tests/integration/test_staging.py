@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from aifactory import aws as aws_clients
 from aifactory import runtime, staging
 from aifactory.staging import STAGE_MAX_RECEIVES, PageFetcher
 from tests.integration.flow import (
@@ -1271,3 +1272,103 @@ def test_a_dataset_header_http_cannot_send_fails_the_job_at_once(
     assert (received.json["status"], received.json["model"]) == ("Failed", None)
     assert "header 'x-api-key'" in received.json["failure_reason"]
     assert nothing_staged(aws, factory_env, job)
+
+
+# -- shards larger than a part ------------------------------------------------------------------
+BIG_PAGE = 500  # records of about 1 KiB: pages of about 0.5 MB
+
+
+def big_records(n: int) -> list[dict[str, Any]]:
+    return [{"text": f"{i:06d} " + "x" * 1000, "label": "a" if i % 2 else "b"} for i in range(n)]
+
+
+def create_big(fns: dict[str, Any], url: str, callbacks: Any) -> str:
+    body = seed_request(url, callbacks.url, page_size=BIG_PAGE)
+    status, answer, _ = call(fns, "create_training_job", body)
+    assert status == 200, answer
+    return str(answer["job_name"])
+
+
+def test_a_shard_larger_than_a_part_is_uploaded_while_the_next_pages_are_fetched(
+    fns, aws, factory_env, callbacks, serve, settings_override
+):
+    # Given a dataset of about 25 MB (three parts of one shard), one page in flight,
+    # and an S3 that takes a second over each part
+    settings_override(STAGING_CONCURRENCY="1")
+    items = big_records(48 * BIG_PAGE)
+    endpoint = Endpoint(items)
+    uploading: list[tuple[float, float]] = []
+
+    def slow_part(context: dict[str, Any], **_: Any) -> None:
+        context["began"] = time.monotonic()
+        time.sleep(1.0)
+
+    def part_done(context: dict[str, Any], **_: Any) -> None:
+        uploading.append((context["began"], time.monotonic()))
+
+    s3 = aws_clients.create_only_s3()
+    s3.meta.events.register("before-parameter-build.s3.UploadPart", slow_part)
+    s3.meta.events.register("after-call.s3.UploadPart", part_done)
+    job = create_big(fns, serve(endpoint), callbacks)
+    # When it is staged
+    assert stage_pending(fns, aws, factory_env) == [job]
+    # Then it is one shard, sent in parts, holding every record in order
+    assert staged_data(aws, factory_env, job) == jsonl(items)
+    assert len(manifest_of(aws, factory_env, job)["shards"]) == 1
+    assert len(uploading) == 3
+    # and pages went on being requested while each of the first two parts was uploading
+    # (writing into the shard does not wait for a part's upload)
+    for begin, end in uploading[:2]:
+        during = [when for _, when, _ in endpoint.calls if begin < when < end]
+        assert len(during) >= 6, (begin, end, [when for _, when, _ in endpoint.calls])
+
+
+def test_a_multipart_shard_never_replaces_an_object_at_its_key(
+    fns, aws, factory_env, callbacks, serve
+):
+    # Given an object already at the first shard's key (a write that lost its checkpoint)
+    items = big_records(40 * BIG_PAGE)
+    job = create_big(fns, serve(Endpoint(items)), callbacks)
+    bucket = factory_env["DATA_BUCKET"]
+    key = f"datasets/{job}/train/part-00000.jsonl"
+    aws.s3.put_object(Bucket=bucket, Key=key, Body=b'{"other": "records"}\n')
+    completes: list[dict[str, Any]] = []
+    aws_clients.create_only_s3().meta.events.register(
+        "before-call.s3.CompleteMultipartUpload", lambda params, **_: completes.append(params)
+    )
+    # When the job stages a shard of three parts at that key
+    assert stage_pending(fns, aws, factory_env) == [job]
+    # Then the conditional create refused it: the job failed saying so, no upload is left,
+    final = status_of(fns, job)
+    assert final["status"] == "Failed", final
+    reason = final["failure_reason"]
+    assert "shard part-00000.jsonl was already written with other records" in reason
+    assert [c["headers"].get("If-None-Match") for c in completes] == ["*"]
+    assert nothing_staged(aws, factory_env, job)
+
+
+def test_a_crash_while_parts_are_in_flight_leaves_no_upload_and_resumes(
+    fns, aws, factory_env, callbacks, serve, monkeypatch
+):
+    # Given a fault that kills the invocation after 30 pages (two parts sent or sending)
+    items = big_records(40 * BIG_PAGE)
+    endpoint = Endpoint(items)
+    job = create_big(fns, serve(endpoint), callbacks)
+    fetched = []
+    real_fetch = PageFetcher.fetch
+
+    def dying_fetch(self, offset, page_size):
+        fetched.append(offset)
+        if len(fetched) == 30:
+            raise RuntimeError("the invocation dies here")
+        return real_fetch(self, offset, page_size)
+
+    monkeypatch.setattr(PageFetcher, "fetch", dying_fetch)
+    message = receive_stage(aws, factory_env)
+    assert len(deliver(fns, message, Context())["batchItemFailures"]) == 1
+    # Then no multipart upload is left open, and nothing was written
+    assert nothing_staged(aws, factory_env, job)
+    # and the next delivery stages every record once
+    monkeypatch.setattr(PageFetcher, "fetch", real_fetch)
+    assert deliver(fns, message, Context(), receives=2) == {"batchItemFailures": []}
+    assert staged_data(aws, factory_env, job) == jsonl(items)

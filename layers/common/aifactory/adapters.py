@@ -1,17 +1,33 @@
 """Small adapters over KMS, S3, SQS and SageMaker: the only places that speak to AWS."""
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
+from s3transfer.manager import TransferConfig, TransferManager
 
 from aifactory import aws
 
-# A staged shard is sent in parts of this size (one put when it is smaller), so staging holds
-# at most one part of a shard in memory however large the shard or the dataset is.
+# A staged shard is sent in parts of this size (one put when it is smaller), at most this many
+# at a time, while the next pages are fetched: staging holds a bounded number of parts in
+# memory (those in flight and the one being read) however large the shard or the dataset is.
 SHARD_PART_BYTES = 8 * 1024 * 1024
+SHARD_PARTS_IN_FLIGHT = 2
+_TRANSFER = TransferConfig(
+    multipart_threshold=SHARD_PART_BYTES,
+    multipart_chunksize=SHARD_PART_BYTES,
+    max_request_concurrency=SHARD_PARTS_IN_FLIGHT,
+    max_in_memory_upload_chunks=SHARD_PARTS_IN_FLIGHT,
+    max_submission_concurrency=1,
+)
+# Bytes a writer may be ahead of the upload before write() waits (Linux lets a pipe hold up
+# to 1 MiB unprivileged; elsewhere the system's default is kept).
+_PIPE_BYTES = 1024 * 1024
 # S3 answers a conditional write whose key exists with 412, or 409 when another write of the
 # same key is in progress.
 _KEY_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
@@ -22,85 +38,64 @@ class ShardExists(Exception):
 
 
 class ShardUpload:
-    """One shard, written once: streamed in parts, created only if its key is still free.
+    """One shard, written once: uploaded while it is written, created only if its key is free.
 
-    Call write() with the shard's bytes in order, then complete(). complete() raises
-    ShardExists, and overwrites nothing, when the key already holds an object. abort() (safe
-    at any time, also after a failure) discards the parts of an unfinished multipart upload.
+    Call write() with the shard's bytes in order, then complete(). The bytes go through a pipe
+    to s3transfer (boto3's transfer manager), which reads them in parts and uploads them,
+    SHARD_PARTS_IN_FLIGHT at a time, while the caller goes on; write() waits only when the
+    upload is that far behind. complete() raises ShardExists, and overwrites nothing, when the
+    key already holds an object. abort() (safe at any time, also after a failure) discards the
+    parts of an unfinished multipart upload.
     """
 
     def __init__(self, bucket: str, key: str, content_type: str) -> None:
         self.bucket = bucket
         self.key = key
-        self.content_type = content_type
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        readable, writable = os.pipe()
+        with contextlib.suppress(AttributeError, OSError):  # Linux only; a bigger window
+            fcntl.fcntl(writable, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
+        self._source = os.fdopen(readable, "rb")
+        self._sink: BinaryIO | None = os.fdopen(writable, "wb")
+        self._manager = TransferManager(aws.create_only_s3(), _TRANSFER)
+        self._future = self._manager.upload(
+            self._source, bucket, key, extra_args={"ContentType": content_type}
+        )
 
     def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= SHARD_PART_BYTES:
-            self._send_part()
+        if self._sink is None:
+            raise ValueError(f"shard {self.key} is no longer open")
+        if self._future.done():  # the upload failed: say why now, not at complete()
+            self._finish()
+        self._sink.write(data)
 
-    def _send_part(self) -> None:
-        s3 = aws.client("s3")
-        if self._upload_id is None:
-            self._upload_id = s3.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
-            )["UploadId"]
-        number = len(self._parts) + 1
-        answer = s3.upload_part(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=bytes(self._buffer),
-        )
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        self._buffer = bytearray()
+    def _finish(self) -> None:
+        """End the stream and wait for the upload's outcome (raised if it failed)."""
+        sink, self._sink = self._sink, None
+        try:
+            if sink is not None:
+                sink.close()
+            self._future.result()
+        finally:
+            self._manager.shutdown()
+            self._source.close()
 
     def complete(self) -> None:
-        s3 = aws.client("s3")
         try:
-            if self._upload_id is None:
-                s3.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=bytes(self._buffer),
-                    ContentType=self.content_type,
-                    IfNoneMatch="*",
-                )
-            else:
-                if self._buffer:
-                    self._send_part()
-                s3.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                    IfNoneMatch="*",
-                )
-                self._upload_id = None
+            self._finish()
         except ClientError as exc:
             if aws.error_code(exc) in _KEY_EXISTS:
-                self.abort()
                 raise ShardExists(self.key) from None
             raise
-        finally:
-            self._buffer = bytearray()
 
     def abort(self) -> None:
-        self._buffer = bytearray()
-        if self._upload_id is None:
+        """Cancel the upload; s3transfer aborts the multipart upload it started."""
+        if self._sink is None and self._future.done():
             return
-        upload_id, self._upload_id = self._upload_id, None
-        try:
-            aws.client("s3").abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id
-            )
-        except ClientError as exc:
-            if aws.error_code(exc) not in ("NoSuchUpload", "404"):
-                raise
+        self._future.cancel()
+        # The upload's own error, if it had one, is not the abort's: the caller is already
+        # handling a failure of its own.
+        with contextlib.suppress(Exception):
+            self._finish()
 
 
 # KMS Encrypt takes at most 4096 bytes of plaintext.

@@ -24,6 +24,21 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
+def _create_only(params: dict[str, Any], **_: Any) -> None:
+    params["IfNoneMatch"] = "*"
+
+
+@functools.cache
+def create_only_s3() -> Any:
+    """An S3 client whose PutObject and CompleteMultipartUpload only ever create an object:
+    each carries IfNoneMatch "*", so S3 refuses (412) to overwrite a key that exists. Boto3's
+    transfer manager does not pass that argument through, so the client adds it."""
+    s3 = boto3.client("s3", config=_CONFIG)
+    for operation in ("PutObject", "CompleteMultipartUpload"):
+        s3.meta.events.register(f"before-parameter-build.s3.{operation}", _create_only)
+    return s3
+
+
 @functools.cache
 def resource(service: str) -> Any:
     return boto3.resource(service, config=_CONFIG)  # type: ignore[call-overload]

@@ -53,4 +53,5 @@ def reset() -> None:
     get_settings.cache_clear()
     get_runtime.cache_clear()
     aws.client.cache_clear()
+    aws.create_only_s3.cache_clear()
     aws.resource.cache_clear()
