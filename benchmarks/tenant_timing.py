@@ -19,8 +19,8 @@ from pathlib import Path
 import requests
 
 from aifactory_local.callback_receiver import CallbackReceiver
-from aifactory_local.cli import example_request
 from aifactory_local.dataset_server import DatasetServer
+from aifactory_local.example import example_request
 from aifactory_local.factory import LocalFactory
 from aifactory_local.sample_data import tagging_records
 

@@ -20,8 +20,8 @@ from typing import Any
 import requests
 
 from aifactory_local.callback_receiver import CallbackReceiver
-from aifactory_local.cli import example_request
 from aifactory_local.dataset_server import DatasetServer
+from aifactory_local.example import example_request
 from aifactory_local.factory import LocalFactory
 from aifactory_local.sample_data import tagging_records
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aifactory import models, training_metrics
+from aifactory import jobs, models, training_metrics
 from aifactory.api import make_resolver, request
 from aifactory.log import logger
 from aifactory.metrics import metrics
@@ -22,7 +22,7 @@ app = make_resolver()
 @app.post("/get_training_metrics")
 def get_training_metrics() -> dict[str, Any]:
     rt, owner, body = request(app, models.JobNameRequest)
-    return training_metrics.get_metrics(rt, owner, body.job_name)
+    return training_metrics.get_metrics(rt, jobs.get_owned(rt, owner, body.job_name))
 
 
 @logger.inject_lambda_context

@@ -13,13 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from aifactory_local.example import example_request
 from aifactory_local.factory import DUMMY_CREDENTIALS, LocalFactory
-from aifactory_local.provision import ACCOUNT_ID, REGION
+from aifactory_local.provision import REGION
 from aifactory_local.template import check_parameters
 from aifactory_local.terminal import Terminal
 from aifactory_local.training import STOP_GRACE_SECONDS, SpotSimulation, TrainerResolver
-
-EXAMPLE_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/chappieai-sagemaker:slot_tagger"
 
 
 def _api_key(text: str) -> tuple[str, str]:
@@ -250,28 +249,6 @@ def _factory(args: argparse.Namespace, **kwargs: Any) -> LocalFactory:
         instance_quotas=dict(args.instance_quota),
         **kwargs,
     )
-
-
-def example_request(dataset_url: str, callback_url: str) -> dict[str, Any]:
-    """The seed's create_training_job payload, pointed at the given URLs."""
-    from aifactory_local.sample_data import SEED_HYPERPARAMETERS
-
-    return {
-        "callback_url": {"url": callback_url, "headers": {"x-api-key": "callback-secret"}},
-        "dataset_endpoint": {
-            "type": "fetch",
-            "url": dataset_url,
-            "headers": {"x-api-key": "dataset-secret"},
-            "pagination": {"begin_offset": 0, "page_size": 100, "max_pages": 0},
-        },
-        "training_model": {
-            "image": EXAMPLE_IMAGE,
-            "hyperparameters": dict(SEED_HYPERPARAMETERS),
-            "resource": {"InstanceType": "ml.m4.4xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
-        },
-        "task_def": "ml_tagger",
-        "creator": "thaiph",
-    }
 
 
 def describe(factory: LocalFactory) -> str:

@@ -23,28 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-# The hyperparameters of the seed's create_training_job example, as SageMaker passes them.
-SEED_HYPERPARAMETERS: dict[str, str] = {
-    "process.train.using_gpu": "True",
-    "process.train.initLearningRate": "0.2",
-    "process.train.decayLearningSteps": "500",
-    "process.train.decayRate": "0.95",
-    "process.train.saveCheckpointSteps": "200",
-    "process.train.keepCheckpointMax": "3",
-    "process.train.momentum": "0.9",
-    "process.train.steps": "400",
-    "process.train.batchsize": "128",
-    "process.eval.using_gpu": "True",
-    "process.eval.steps": "100",
-    "process.eval.batchsize": "15",
-    "model.numClasses": "-1",
-    "model.vocabSize": "-1",
-    "model.embeddingSize": "50",
-    "model.nHiddenGate": "50",
-    "model.nHiddenTag": "50",
-    "model.dropoutRate": "0.2",
-    "model.add_start_end_words": "True",
-}
+from aifactory_local.example import seed_hyperparameters
+
+# The hyperparameters of the seed's create_training_job example, as SageMaker passes them
+# (from the sample request, events/requests/create_training_job.json).
+SEED_HYPERPARAMETERS: dict[str, str] = seed_hyperparameters()
 
 # --------------------------------------------------------------------------------------
 # Tagging

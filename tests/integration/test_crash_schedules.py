@@ -36,7 +36,7 @@ from pytest_httpserver import HTTPServer
 
 from aifactory import runtime, timefmt
 from aifactory.models import TERMINAL_STATUSES
-from aifactory.scheduling import training_name
+from aifactory.training_names import training_name
 from aifactory_local.callback_receiver import CallbackReceiver
 from tests.integration.flow import Dataset, call, seed_request, staged_data
 from tests.support import Context, load_event, sqs_event, state_change, tar_gz

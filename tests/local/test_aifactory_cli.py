@@ -52,7 +52,7 @@ def request_file(tmp_path: Path, payload: Callable[..., dict[str, Any]]) -> Call
 @pytest.fixture(scope="module")
 def finished(factory: LocalFactory, tagging_dataset: Any, receiver: Any) -> str:
     """A Completed job with a report, made with the client library."""
-    from aifactory_local.cli import example_request
+    from aifactory_local.example import example_request
     from tests.local.conftest import DATASET_SECRET
 
     body = example_request(tagging_dataset.url, receiver.url)

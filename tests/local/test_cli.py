@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from aifactory_local.callback_receiver import CallbackReceiver
-from aifactory_local.cli import example_request
 from aifactory_local.dataset_server import DatasetServer
+from aifactory_local.example import example_request
 from aifactory_local.sample_data import tagging_records
 
 pytestmark = pytest.mark.e2e

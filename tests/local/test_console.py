@@ -113,7 +113,7 @@ def finished(factory: LocalFactory, payload_module: Callable[..., dict[str, Any]
 
 @pytest.fixture(scope="module")
 def payload_module(tagging_dataset: Any, receiver: Any) -> Callable[..., dict[str, Any]]:
-    from aifactory_local.cli import example_request
+    from aifactory_local.example import example_request
     from tests.local.conftest import CALLBACK_SECRET, DATASET_SECRET
 
     def make(image: str | None = None) -> dict[str, Any]:

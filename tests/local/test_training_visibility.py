@@ -35,7 +35,7 @@ def trainer_lines(factory: LocalFactory, job: str) -> list[str]:
 def watched(factory: LocalFactory, tagging_dataset: Any, receiver: Any) -> dict[str, Any]:
     """A slot_tagger job of 600 steps (a line every 25), followed while it trains: its status
     polled four times a second, `aifactory logs --follow` and `aifactory watch --json`."""
-    from aifactory_local.cli import example_request
+    from aifactory_local.example import example_request
     from tests.local.conftest import DATASET_SECRET
 
     body = example_request(tagging_dataset.url, receiver.url)

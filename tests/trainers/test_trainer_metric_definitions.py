@@ -9,7 +9,7 @@ import re
 import botocore.session
 from botocore.validate import validate_parameters
 
-from aifactory import staging
+from aifactory import scheduling
 from aifactory.models import CreateTrainingJobRequest, validate
 from tests.support import load_event
 from tests.trainers.trainer_helpers import Run
@@ -36,7 +36,7 @@ def job_definitions() -> list[dict[str, str]]:
         "creator": request.creator,
         "request": request.model_dump(mode="json"),
     }
-    params = staging.training_job_params(rt, job)
+    params = scheduling.training_job_params(rt, job)
     return list(params["AlgorithmSpecification"]["MetricDefinitions"])
 
 

@@ -8,7 +8,7 @@ import botocore.session
 import pytest
 from botocore.validate import validate_parameters
 
-from aifactory import callbacks, cost, staging
+from aifactory import callbacks, cost, scheduling
 from aifactory.models import CreateTrainingJobRequest, validate
 from tests.support import load_event
 from tests.unit.fakes import FakeStore, fake_runtime
@@ -50,7 +50,7 @@ def params_under(
             **env,
         }
     )
-    return staging.training_job_params(rt, job_for(rt, spot))
+    return scheduling.training_job_params(rt, job_for(rt, spot))
 
 
 EXPECT_SPOT = {

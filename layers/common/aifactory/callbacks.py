@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
-from aifactory import cost, metrics, report, scheduling, timefmt
+from aifactory import cost, metrics, report, timefmt, training_names
 from aifactory.errors import EgressError, RetryLater, UnsendableRequest
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
@@ -149,7 +149,7 @@ def build_callback(rt: Runtime, job: dict[str, Any], *, measure: bool = False) -
     failure_reason = job.get("failure_reason")
     model_uri = model_url = log = described = None
     if job.get("sagemaker_job"):
-        described = rt.training.describe(scheduling.training_name(job))
+        described = rt.training.describe(training_names.training_name(job))
         failure_reason = failure_reason or cost.limit_reason(described)
         if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
             status = described["TrainingJobStatus"]

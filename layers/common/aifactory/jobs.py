@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, cost, metrics, pagetokens, scheduling, timefmt, training_metrics
+from aifactory import (
+    aws,
+    cost,
+    metrics,
+    pagetokens,
+    scheduling,
+    timefmt,
+    training_metrics,
+    training_names,
+)
 from aifactory.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
@@ -202,7 +211,7 @@ def model_url(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
     if job.get("sagemaker_job") and job["status"] in TERMINAL_STATUSES:
         from aifactory import callbacks
 
-        described = rt.training.describe(scheduling.training_name(job))
+        described = rt.training.describe(training_names.training_name(job))
         _, key = callbacks.model_key(rt, described)
     if key is None:
         raise Conflict(f"job_name: the training job has no model (status {job['status']}).")
@@ -243,7 +252,7 @@ def stop_job(rt: Runtime, owner: str, job_name: str) -> dict[str, str]:
         raise _rejected((rt.store.get(job_name) or job)["status"])
     if updated.get("sagemaker_job"):
         try:
-            rt.training.stop(scheduling.training_name(updated))
+            rt.training.stop(training_names.training_name(updated))
         except ClientError as exc:
             if aws.error_code(exc) == "ValidationException":
                 # SageMaker's own words as boto3 gives them, as the seed answers: "An error

@@ -8,8 +8,9 @@ request rather than at cold start.
 
 from typing import TYPE_CHECKING, Any
 
-STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
-TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+# Re-exported: the store and the notifier read them from here.
+from aifactory.statuses import STATUSES as STATUSES
+from aifactory.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from aifactory.request_models import *  # noqa: F403

@@ -4,7 +4,7 @@ may repeat or arrive out of order."""
 
 from typing import Any
 
-from aifactory import callbacks, metrics, scheduling, timefmt
+from aifactory import callbacks, metrics, timefmt, training_names
 from aifactory.log import for_job, logger
 from aifactory.models import STATUSES, TERMINAL_STATUSES
 from aifactory.runtime import Runtime
@@ -27,7 +27,7 @@ def _millis(value: Any) -> int | None:
 
 def handle_state_change(rt: Runtime, detail: dict[str, Any], event_time: str | None) -> None:
     """A SageMaker Training Job State Change, for a job started directly or by AWS Batch."""
-    job_name = scheduling.job_name_of_training(detail)
+    job_name = training_names.job_name_of_training(detail)
     status = detail.get("TrainingJobStatus")
     if not job_name or status not in STATUSES:
         logger.warning("ignoring a malformed state change", extra={"job_name": job_name})
@@ -147,13 +147,13 @@ def _ended_in_queue(rt: Runtime, job: dict[str, Any], detail: dict[str, Any]) ->
         return False
     if job.get("sagemaker_job") or job.get("training_job_arn"):
         return False  # it did train: SageMaker's own end decides (or the reconciler's)
-    from aifactory import staging  # the rare path: a job that ends before it ever trained
+    from aifactory import endings  # the rare path: a job that ends before it ever trained
 
     if job.get("stop_requested"):
-        staging.abandon(rt, job["job_name"], "Stopped")
+        endings.abandon(rt, job["job_name"], "Stopped")
     else:
         reason = str(detail.get("statusReason") or "no reason given")
-        staging.abandon(
+        endings.abandon(
             rt, job["job_name"], "Failed", f"AWS Batch could not run the training job: {reason}"
         )
     return True

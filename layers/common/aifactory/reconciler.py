@@ -19,7 +19,7 @@ Then it sets right any owner's count of active jobs that drifted from the jobs t
 from datetime import datetime, timedelta
 from typing import Any
 
-from aifactory import callbacks, notifier, scheduling, timefmt
+from aifactory import callbacks, notifier, timefmt, training_names
 from aifactory.log import for_job, logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
@@ -90,13 +90,13 @@ def _repair(rt: Runtime, job_name: str) -> str | None:
 
 def _lost_end(rt: Runtime, job: dict[str, Any]) -> str | None:
     """SageMaker says the job ended; apply that as its state-change event would."""
-    described = rt.training.describe(scheduling.training_name(job))
+    described = rt.training.describe(training_names.training_name(job))
     status = described.get("TrainingJobStatus")
     if status not in TERMINAL_STATUSES:
         return None
     detail = {
-        "TrainingJobName": scheduling.training_name(job),
-        "Tags": {scheduling.JOB_TAG: job["job_name"]},
+        "TrainingJobName": training_names.training_name(job),
+        "Tags": {training_names.JOB_TAG: job["job_name"]},
         "TrainingJobStatus": status,
         "SecondaryStatus": described.get("SecondaryStatus"),
         "FailureReason": described.get("FailureReason"),

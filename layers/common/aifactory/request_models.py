@@ -23,8 +23,8 @@ from pydantic import (
 
 from aifactory.egress import HEADER_NAME, check_url, header_problem
 from aifactory.errors import BadRequest
-from aifactory.models import STATUSES, TERMINAL_STATUSES  # noqa: F401 - also read from here
 from aifactory.settings import Settings
+from aifactory.statuses import STATUSES, TERMINAL_STATUSES  # noqa: F401 - also read from here
 
 # Each headers object, written as JSON (json.dumps: ", " and ": ", non-ASCII as \uXXXX),
 # is at most this many bytes: one header "X-A" may carry a value of 1989 characters. Sealed

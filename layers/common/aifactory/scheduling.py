@@ -23,21 +23,20 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, timefmt
+from aifactory import aws, cost, report, timefmt, training_metrics
+from aifactory.layout import CONTENT_TYPE, dataset_prefix
 from aifactory.log import logger
 from aifactory.models import TERMINAL_STATUSES
 from aifactory.runtime import Runtime
+from aifactory.training_names import JOB_TAG
 
-# A training job that Batch starts is named by Batch: "AWSBatch", then the request's name,
-# then a hash. Its tags are the request's, so `aifactory:job` names the Factory's job.
-BATCH_TRAINING_PREFIX = "AWSBatch"
-JOB_TAG = "aifactory:job"
-_OUR_NAME = re.compile(r"sage-maker-train-\d{8}-\d{6}-[0-9a-f]{6}")
 # Refusals that waiting cannot mend; anything else unexpected is retried by the message.
 _REFUSED = ("ValidationException", "AccessDeniedException")
 # Direct scheduler: the longest wait between capacity attempts (SQS's longest delay).
 _CAPACITY_CAP_SECONDS = 900
 _SHARE_SAFE = re.compile(r"^[A-Za-z0-9]{1,255}$")
+# SageMaker tag values: letters, digits, spaces and _.:/=+-@, up to 256 characters.
+_TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
 
 
 def share_identifier(owner: str) -> str:
@@ -45,25 +44,6 @@ def share_identifier(owner: str) -> str:
     if _SHARE_SAFE.match(owner):
         return owner
     return "t" + hashlib.sha256(owner.encode()).hexdigest()[:40]
-
-
-def training_name(job: dict[str, Any]) -> str:
-    """The SageMaker training job's name: Batch chooses its own, directly it is the job's."""
-    return str(job.get("training_job_name") or job["job_name"])
-
-
-def job_name_of_training(detail: dict[str, Any]) -> str | None:
-    """The Factory's job behind a SageMaker training job, however it was started."""
-    tags = detail.get("Tags")
-    if isinstance(tags, dict) and isinstance(tags.get(JOB_TAG), str):
-        return str(tags[JOB_TAG])
-    name = detail.get("TrainingJobName")
-    if not isinstance(name, str):
-        return None
-    if name.startswith(BATCH_TRAINING_PREFIX):
-        found = _OUR_NAME.match(name, len(BATCH_TRAINING_PREFIX))
-        return found.group(0) if found else None
-    return name
 
 
 def start_training(rt: Runtime, job: dict[str, Any]) -> None:
@@ -86,15 +66,13 @@ def resume_waiting(rt: Runtime, job: dict[str, Any]) -> None:
 
 
 def _abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
-    from aifactory import staging  # the rare path: a job that ends before it ever trained
+    from aifactory import endings  # the rare path: a job that ends before it ever trained
 
-    staging.abandon(rt, job_name, status, reason)
+    endings.abandon(rt, job_name, status, reason)
 
 
 def _params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
-    from aifactory import staging
-
-    params = staging.training_job_params(rt, job)
+    params = training_job_params(rt, job)
     params["Tags"] = [*params.get("Tags", []), {"Key": JOB_TAG, "Value": job["job_name"]}]
     return params
 
@@ -215,4 +193,59 @@ def _wait_for_capacity(rt: Runtime, job: dict[str, Any], message: str) -> None:
             "retry_in_seconds": delay,
             "reason": message,
         },
+    )
+
+
+# -- the training job's request ------------------------------------------------------------
+def _tag(value: str) -> str:
+    return _TAG_UNSAFE.sub("_", value)[:256]
+
+
+def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
+    settings, model = rt.settings, job["request"]["training_model"]
+    bucket = settings.data_bucket
+    params = {
+        "TrainingJobName": job["job_name"],
+        "AlgorithmSpecification": {
+            "TrainingImage": model["image"],
+            "TrainingInputMode": "File",
+            # The report's `avg` row, kept by SageMaker too (the callback's fallback), and
+            # the training progress (train:step, train:loss, train:learning_rate).
+            "MetricDefinitions": report.METRIC_DEFINITIONS + training_metrics.METRIC_DEFINITIONS,
+        },
+        "RoleArn": settings.sagemaker_role_arn,
+        "HyperParameters": model["hyperparameters"],
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{bucket}/{dataset_prefix(job['job_name'])}train/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": CONTENT_TYPE,
+            }
+        ],
+        "OutputDataConfig": {
+            "S3OutputPath": f"s3://{bucket}/models/",
+            "KmsKeyId": settings.kms_key_id,
+        },
+        "ResourceConfig": {
+            "InstanceType": model["resource"]["InstanceType"],
+            "InstanceCount": model["resource"]["InstanceCount"],
+            "VolumeSizeInGB": model["resource"]["VolumeSizeInGB"],
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_seconds},
+        "Tags": [
+            {"Key": "aifactory:managed", "Value": "true"},
+            {"Key": "aifactory:owner", "Value": _tag(job["owner"])},
+            {"Key": "aifactory:task_def", "Value": _tag(job["task_def"])},
+            {"Key": "aifactory:creator", "Value": _tag(job["creator"])},
+        ],
+    }
+    # Spot and checkpoints, warm pool, input mode: see cost.py.
+    return cost.merge(
+        params, cost.training_job_fields(settings, job["job_name"], model["resource"])
     )

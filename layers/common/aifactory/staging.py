@@ -22,7 +22,6 @@ A failure or a stop deletes what was staged, so nothing is left for training.
 
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
@@ -40,15 +39,13 @@ import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
-from aifactory import cost, metrics, report, scheduling, timefmt, training_metrics
+from aifactory import endings, metrics, scheduling, timefmt
 from aifactory.adapters import ShardExists, ShardUpload
 from aifactory.egress import header_problem, redact_url
 from aifactory.errors import EgressError, StagingFailed, StagingStopped
+from aifactory.layout import CONTENT_TYPE, manifest_key, shard_key
 from aifactory.log import for_job, logger
 from aifactory.runtime import Runtime
-
-# SageMaker tag values: letters, digits, spaces and _.:/=+-@, up to 256 characters.
-_TAG_UNSAFE = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
 
 # The StageQueue's redrive policy (maxReceiveCount) in template.yaml.
 STAGE_MAX_RECEIVES = 3
@@ -56,24 +53,11 @@ STAGE_MAX_RECEIVES = 3
 MAX_SHARDS = 2000
 # Statuses that retry a page: request timeout, throttling and server errors.
 RETRIED_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-CONTENT_TYPE = "application/jsonlines"
 # Each record as one compact JSON line, written by orjson in one call with its newline; the
 # standard library's encoder (built once: json.dumps builds one per call) writes the pages
 # orjson cannot stage exactly (see page_lines).
 _LINE = orjson.OPT_APPEND_NEWLINE
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def dataset_prefix(job_name: str) -> str:
-    return f"datasets/{job_name}/"
-
-
-def shard_key(job_name: str, number: int) -> str:
-    return f"{dataset_prefix(job_name)}train/part-{number:05d}.jsonl"
-
-
-def manifest_key(job_name: str) -> str:
-    return f"{dataset_prefix(job_name)}manifest.json"
 
 
 # -- the checkpoint ----------------------------------------------------------------------------
@@ -668,7 +652,7 @@ class Stager:
         if started is None:
             current = self.rt.store.get(self.job_name) or {}
             if current.get("secondary_status") == "Staging" and current.get("stop_requested"):
-                _abandon(self.rt, self.job_name, "Stopped")  # a stop after the last page
+                endings.abandon(self.rt, self.job_name, "Stopped")  # a stop after the last page
             return  # or another invocation took over
         _start_training(self.rt, started)
 
@@ -679,90 +663,6 @@ def send_continuation(rt: Runtime, job_name: str, number: int) -> None:
 
 
 # -- the job -----------------------------------------------------------------------------------
-def _tag(value: str) -> str:
-    return _TAG_UNSAFE.sub("_", value)[:256]
-
-
-def training_job_params(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
-    settings, model = rt.settings, job["request"]["training_model"]
-    bucket = settings.data_bucket
-    params = {
-        "TrainingJobName": job["job_name"],
-        "AlgorithmSpecification": {
-            "TrainingImage": model["image"],
-            "TrainingInputMode": "File",
-            # The report's `avg` row, kept by SageMaker too (the callback's fallback), and
-            # the training progress (train:step, train:loss, train:learning_rate).
-            "MetricDefinitions": report.METRIC_DEFINITIONS + training_metrics.METRIC_DEFINITIONS,
-        },
-        "RoleArn": settings.sagemaker_role_arn,
-        "HyperParameters": model["hyperparameters"],
-        "InputDataConfig": [
-            {
-                "ChannelName": "train",
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": f"s3://{bucket}/{dataset_prefix(job['job_name'])}train/",
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "ContentType": CONTENT_TYPE,
-            }
-        ],
-        "OutputDataConfig": {
-            "S3OutputPath": f"s3://{bucket}/models/",
-            "KmsKeyId": settings.kms_key_id,
-        },
-        "ResourceConfig": {
-            "InstanceType": model["resource"]["InstanceType"],
-            "InstanceCount": model["resource"]["InstanceCount"],
-            "VolumeSizeInGB": model["resource"]["VolumeSizeInGB"],
-        },
-        "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_seconds},
-        "Tags": [
-            {"Key": "aifactory:managed", "Value": "true"},
-            {"Key": "aifactory:owner", "Value": _tag(job["owner"])},
-            {"Key": "aifactory:task_def", "Value": _tag(job["task_def"])},
-            {"Key": "aifactory:creator", "Value": _tag(job["creator"])},
-        ],
-    }
-    # Spot and checkpoints, warm pool, input mode: see cost.py.
-    return cost.merge(
-        params, cost.training_job_fields(settings, job["job_name"], model["resource"])
-    )
-
-
-def _end(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
-    """End a job before SageMaker ever saw it, and send its one callback."""
-    # Imported here: a job rarely ends in staging, and a cold start need not load callbacks.
-    from aifactory import callbacks
-
-    if rt.store.finish(job_name, status, reason=reason, end_time=timefmt.to_iso(timefmt.now())):
-        logger.info("job ended during staging", extra={"job_name": job_name, "status": status})
-        metrics.job_ended(status)
-    callbacks.start_delivery(rt, job_name)
-
-
-def _abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
-    """End a job during staging and delete what was staged, so nothing is left to train on."""
-    job = rt.store.get(job_name) or {}
-    written = len(Checkpoint.from_item(job.get("staging")).shards)
-    # The shards of the checkpoint, and the next ones an interrupted invocation may have
-    # completed before it could checkpoint them.
-    keys = [shard_key(job_name, n) for n in range(written + 2)] + [manifest_key(job_name)]
-    try:
-        rt.storage.delete(keys)
-    except Exception:  # the bucket's lifecycle rule expires it in the end
-        logger.exception("could not delete a staged dataset", extra={"job_name": job_name})
-    _end(rt, job_name, status, reason)
-
-
-def abandon(rt: Runtime, job_name: str, status: str, reason: str | None = None) -> None:
-    """End a job that never trained and delete what was staged (scheduling uses it too)."""
-    _abandon(rt, job_name, status, reason)
-
-
 def stage_job(
     rt: Runtime,
     job_name: str,
@@ -787,7 +687,7 @@ def stage_job(
         job = rt.store.get(job_name)
         if job and not job.get("sagemaker_job") and not job.get("batch_job_id"):
             # once SageMaker or Batch has it, their events rule
-            _abandon(rt, job_name, "Failed", "internal error while staging the dataset")
+            endings.abandon(rt, job_name, "Failed", "internal error while staging the dataset")
 
 
 def _stage(
@@ -808,7 +708,7 @@ def _stage(
     ):
         return  # a repeated message for a job that has moved on
     if job.get("stop_requested"):
-        _abandon(rt, job_name, "Stopped")
+        endings.abandon(rt, job_name, "Stopped")
         return
     if job.get("secondary_status") == "Staging":
         token = uuid.uuid4().hex
@@ -832,9 +732,9 @@ def _stage(
                 )
             stager.run()
         except StagingStopped:
-            _abandon(rt, job_name, "Stopped")
+            endings.abandon(rt, job_name, "Stopped")
         except StagingFailed as exc:
-            _abandon(rt, job_name, "Failed", f"Staging failed: {exc}")
+            endings.abandon(rt, job_name, "Failed", f"Staging failed: {exc}")
         except _Lost:
             logger.info("another invocation took over staging", extra={"job_name": job_name})
         return

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from aifactory import aws, pagetokens, scheduling, timefmt
+from aifactory import aws, pagetokens, timefmt, training_names
 from aifactory.errors import BadRequest
 from aifactory.models import TERMINAL_STATUSES
 
@@ -184,7 +184,7 @@ def get_logs(rt: Runtime, owner: str, request: TrainingLogsRequest) -> dict[str,
     ended = job["status"] in TERMINAL_STATUSES
     if job.get("sagemaker_job"):
         # The training job's streams: Batch gives the training job a name of its own.
-        training = scheduling.training_name(job)
+        training = training_names.training_name(job)
         events, after, complete = read_page(training, position, request.limit)
     else:  # still staging, or ended before SageMaker saw it: no log yet
         events, after, complete = [], position, True

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from aifactory import aws, scheduling, timefmt
+from aifactory import aws, timefmt, training_names
 from aifactory.log import logger
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def series(rt: Runtime, job: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every training metric of the job, oldest point first; empty series before any."""
     start, end, period = _window(rt, job)
     # SageMaker's metrics are the training job's: Batch gives it a name of its own.
-    training = scheduling.training_name(job)
+    training = training_names.training_name(job)
     queries = [_query(training, i, name, "Average", period) for i, name in enumerate(SERIES)]
     points = _metric_data(queries, start, end, "TimestampAscending")
     answer = {}
@@ -125,13 +125,10 @@ def series(rt: Runtime, job: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return answer
 
 
-def get_metrics(rt: Runtime, owner: str, job_name: str) -> dict[str, Any]:
-    """POST /get_training_metrics: the caller's job's series."""
-    from aifactory import jobs
-
-    job = jobs.get_owned(rt, owner, job_name)
+def get_metrics(rt: Runtime, job: dict[str, Any]) -> dict[str, Any]:
+    """POST /get_training_metrics: the series of a job the caller owns (`jobs.get_owned`)."""
     metrics = series(rt, job) if job.get("sagemaker_job") else {name: [] for name in SERIES}
-    return {"status": "success", "job_name": job_name, "metrics": metrics}
+    return {"status": "success", "job_name": job["job_name"], "metrics": metrics}
 
 
 def total_steps(job: dict[str, Any]) -> int | None:
@@ -152,7 +149,7 @@ def total_steps(job: dict[str, Any]) -> int | None:
 def latest_step(rt: Runtime, job: dict[str, Any]) -> int | None:
     """The newest `train:step` the job has reported (one GetMetricData call), or None."""
     start, end, period = _window(rt, job)
-    query = _query(scheduling.training_name(job), 0, STEP, "Maximum", period)
+    query = _query(training_names.training_name(job), 0, STEP, "Maximum", period)
     values = _metric_data([query], start, end, "TimestampDescending")["m0"]
     if not values:
         return None
