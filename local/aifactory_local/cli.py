@@ -256,6 +256,7 @@ def describe(factory: LocalFactory) -> str:
     facts = factory.facts()
     key_name, key = next(iter(facts["api_keys"].items()))
     api, aws = facts["api_url"], facts["aws_endpoint_url"]
+    client = shlex.quote(str(Path(sys.executable).parent / "aifactory"))
     payload = json.dumps(
         example_request(
             "http://127.0.0.1:8900/v1/ml/datasets/fetch", "http://127.0.0.1:8901/callback"
@@ -326,6 +327,13 @@ callback receiver; these two commands, each in its own terminal, serve them with
         if factory.strict_egress
         else "dataset and callback URLs may be on this machine"
     }
+
+Use it from another terminal: paste this line there, then run
+{client} create events/requests/create_training_job.json --wait
+(from the repository; the sample request's URLs are the two servers below), or send curl
+-H "x-api-key: $AIFACTORY_API_KEY" to "$AIFACTORY_URL/...":
+
+  export AIFACTORY_URL={api} AIFACTORY_API_KEY={shlex.quote(key)}
 
 {start_a_job}
 Check it (use the job_name from the answer):

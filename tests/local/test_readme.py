@@ -1,6 +1,6 @@
-"""The README's runnable commands work as printed: every fenced block marked ```sh runnable
-is run, in order, by bash from the repository root (with a free port and a temporary state
-dir in place of the ones it names)."""
+"""The docs' runnable commands work as printed: every fenced block marked ```sh runnable, in
+the README or a page of docs/, is run, in order, by bash from the repository root (with a
+free port and a temporary state dir in place of the ones it names)."""
 
 import re
 import shutil
@@ -21,6 +21,10 @@ def runnable_blocks(text: str) -> list[str]:
     return [m.group(1) for m in BLOCK.finditer(text)]
 
 
+def documents() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -28,15 +32,15 @@ def _free_port() -> int:
 
 
 def test_the_readme_has_runnable_blocks_that_start_and_use_the_factory() -> None:
-    blocks = runnable_blocks((REPO / "README.md").read_text())
-    assert blocks, "no ```sh runnable block in README.md"
+    blocks = [b for doc in documents() for b in runnable_blocks(doc.read_text())]
+    assert blocks, "no ```sh runnable block in README.md or docs/"
     assert any("aifactory-local serve" in block for block in blocks)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README's commands use curl")
 def test_the_readmes_runnable_commands_work_as_printed(tmp_path: Path) -> None:
     # Given the README's runnable blocks, aimed at a free port and a temporary state dir
-    script = "\n".join(runnable_blocks((REPO / "README.md").read_text()))
+    script = "\n".join(b for doc in documents() for b in runnable_blocks(doc.read_text()))
     script = re.sub(r"\bPORT=\d+", f"PORT={_free_port()}", script, count=1)
     script = re.sub(r"\bSTATE=\S+", f"STATE={tmp_path / 'state'}", script, count=1)
     venv = Path(sys.executable).parent.parent
