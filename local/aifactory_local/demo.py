@@ -8,6 +8,7 @@ callback with a report (`log`) arrived and the job's status shows the same repor
 """
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -22,6 +23,14 @@ from aifactory_local.sample_data import tagging_records
 
 DEADLINE_SECONDS = 110
 POLL_SECONDS = 0.25
+
+
+def _say(text: str = "") -> None:
+    """One line in one write: the Factory's terminal lines come from other threads, and
+    print() writes a line and its newline apart, so another thread's line could fall
+    between them."""
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
 
 
 def report_table(log: dict[str, Any]) -> str:
@@ -65,12 +74,12 @@ def run_demo(factory: LocalFactory) -> int:
         CallbackReceiver() as receiver,
     ):
         api_key = next(iter(factory.api_keys.values()))
-        print(f"{stamp()} AI Factory (local) is up")
-        print(f"         API           {factory.api_url}  (OpenAPI: {factory.api_url}/docs)")
-        print(f"         AWS endpoint  {factory.aws_endpoint_url}  (bucket {factory.bucket})")
-        print(f"         dataset       {dataset.url}  ({len(records)} tagging sentences)")
-        print(f"         callback      {receiver.url}")
-        print(f"         state dir     {factory.state_dir}")
+        _say(f"{stamp()} AI Factory (local) is up")
+        _say(f"         API           {factory.api_url}  (OpenAPI: {factory.api_url}/docs)")
+        _say(f"         AWS endpoint  {factory.aws_endpoint_url}  (bucket {factory.bucket})")
+        _say(f"         dataset       {dataset.url}  ({len(records)} tagging sentences)")
+        _say(f"         callback      {receiver.url}")
+        _say(f"         state dir     {factory.state_dir}")
 
         # What a client application does, with the Python client library.
         client = Client(factory.api_url, api_key)
@@ -78,11 +87,11 @@ def run_demo(factory: LocalFactory) -> int:
         try:
             job_name = client.create(payload).job_name
         except FactoryError as exc:
-            print(f"{stamp()} client.create(...) failed: {exc}")
+            _say(f"{stamp()} client.create(...) failed: {exc}")
             return 1
-        print(f"{stamp()} client.create(...) -> {job_name}")
+        _say(f"{stamp()} client.create(...) -> {job_name}")
 
-        print(f"{stamp()} client.wait({job_name!r}) polls check_training_status:")
+        _say(f"{stamp()} client.wait({job_name!r}) polls check_training_status:")
 
         def show(status: JobStatus) -> None:
             staged = f" ({status.staged_records} records staged)" if status.staged_records else ""
@@ -90,7 +99,7 @@ def run_demo(factory: LocalFactory) -> int:
             if progress is not None:  # the latest train:step the image reported
                 percent = f" ({progress.percent:.0f}%)" if progress.percent is not None else ""
                 staged = f"  step {progress.step}/{progress.total_steps}{percent}"
-            print(
+            _say(
                 f"{stamp()}   status {status.status:<11} "
                 f"secondary_status {status.secondary_status}{staged}"
             )
@@ -104,33 +113,33 @@ def run_demo(factory: LocalFactory) -> int:
         if final is not None:
             callback = receiver.wait_for_job(job_name, max(0.0, deadline - time.monotonic()))
         if callback is None:
-            print(
+            _say(
                 f"{stamp()} no callback arrived within {DEADLINE_SECONDS} s; see "
                 f"{factory.logs_dir} and {factory.state_dir / 'jobs' / job_name}"
             )
             return 1
         body = callback.json
-        print(
+        _say(
             f"{stamp()} callback received at {receiver.url}"
             f" (x-api-key header {'sent' if callback.headers.get('x-api-key') else 'missing'}):"
         )
         shown = {k: v for k, v in body.items() if k != "log"}
         shown["log"] = "(the per-class report below)" if body.get("log") else None
-        print(json.dumps(shown, indent=2))
+        _say(json.dumps(shown, indent=2))
         loss = client.metrics(job_name).metrics.get("train:loss", [])
         if loss:  # parsed from the training log by the job's MetricDefinitions
             shown_loss = " -> ".join(f"{point.value:.4f}" for point in _spread(loss, 8))
-            print(f"{stamp()} client.metrics(...) train:loss {shown_loss}")
+            _say(f"{stamp()} client.metrics(...) train:loss {shown_loss}")
         if body.get("model"):
             model = requests.get(client.model_url(job_name).model, timeout=30)
-            print(
+            _say(
                 f"{stamp()} client.model_url(...) -> GET {model.status_code}, "
                 f"{len(model.content)} bytes"
             )
         if final is not None and final.report is not None:
-            print(f"\nPer-class report of {job_name} (client.status(...).report, by slot tag):\n")
-            print(report_table(final.report.model_dump(by_alias=True)))
-            print()
+            _say(f"\nPer-class report of {job_name} (client.status(...).report, by slot tag):\n")
+            _say(report_table(final.report.model_dump(by_alias=True)))
+            _say()
         ok = (
             body.get("status") == "Completed"
             and body.get("log") is not None
@@ -139,7 +148,7 @@ def run_demo(factory: LocalFactory) -> int:
             and final.report.model_dump(by_alias=True) == body["log"]
         )
         if not ok:
-            print(f"the job ended {body.get('status')}: {body.get('failure_reason')}")
+            _say(f"the job ended {body.get('status')}: {body.get('failure_reason')}")
     elapsed = time.monotonic() - started
-    print(f"{'demo passed' if ok else 'demo FAILED'}; wall time {elapsed:.1f} s")
+    _say(f"{'demo passed' if ok else 'demo FAILED'}; wall time {elapsed:.1f} s")
     return 0 if ok else 1
