@@ -56,8 +56,17 @@ def _emit_json(data: Any) -> None:
 
 def _client(ctx: click.Context) -> Client:
     opts = ctx.find_root().params
+
+    def say_retrying(line: str) -> None:
+        click.echo(line, err=True)
+
     try:
-        return Client(opts.get("url"), opts.get("api_key"), retries=opts.get("retries", 4))
+        return Client(
+            opts.get("url"),
+            opts.get("api_key"),
+            retries=opts.get("retries", 4),
+            on_retry=say_retrying,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

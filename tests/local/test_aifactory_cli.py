@@ -198,6 +198,20 @@ def test_without_a_url_the_command_says_how_to_give_one() -> None:
     assert "AIFACTORY_URL" in result.stderr
 
 
+def test_an_unreachable_factory_is_retried_aloud_then_named(run: Callable[..., Result]) -> None:
+    # Given a URL where nothing listens
+    url = f"http://127.0.0.1:{_free_port()}"
+    # When a command calls it, with two retries
+    result = run("--url", url, "--retries", "2", "jobs")
+    # Then each retry is announced on stderr, and the error names the URL and why
+    assert result.exit_code == 1 and result.output == ""
+    assert result.stderr.splitlines() == [
+        f"cannot reach {url} (connection refused): retrying (attempt 2 of 3)",
+        f"cannot reach {url} (connection refused): retrying (attempt 3 of 3)",
+        f"Error: cannot reach {url} (connection refused)",
+    ]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
