@@ -56,16 +56,17 @@ def _emit_json(data: Any) -> None:
 
 def _client(ctx: click.Context) -> Client:
     opts = ctx.find_root().params
+    if not opts.get("url"):
+        raise click.UsageError(f"no Factory URL: give --url URL, or set {URL_ENV}")
+    if not opts.get("api_key"):
+        raise click.UsageError(f"no API key: give --api-key KEY, or set {KEY_ENV}")
 
     def say_retrying(line: str) -> None:
         click.echo(line, err=True)
 
     try:
         return Client(
-            opts.get("url"),
-            opts.get("api_key"),
-            retries=opts.get("retries", 4),
-            on_retry=say_retrying,
+            opts["url"], opts["api_key"], retries=opts.get("retries", 4), on_retry=say_retrying
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -192,10 +192,15 @@ def test_redeliver_queues_the_callback(run: Callable[..., Result], finished: str
     assert json.loads(run("redeliver", finished, "--json").output)["status"] == "accepted"
 
 
-def test_without_a_url_the_command_says_how_to_give_one() -> None:
-    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env={"AIFACTORY_URL": ""})
+def test_without_a_url_or_key_the_command_names_the_option_and_the_variable() -> None:
+    no_url = {"AIFACTORY_URL": "", "AIFACTORY_API_KEY": "some-key"}
+    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env=no_url)
     assert result.exit_code == 2
-    assert "AIFACTORY_URL" in result.stderr
+    assert "give --url URL, or set AIFACTORY_URL" in result.stderr
+    no_key = {"AIFACTORY_URL": "http://127.0.0.1:1", "AIFACTORY_API_KEY": ""}
+    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env=no_key)
+    assert result.exit_code == 2
+    assert "give --api-key KEY, or set AIFACTORY_API_KEY" in result.stderr
 
 
 def test_an_unreachable_factory_is_retried_aloud_then_named(run: Callable[..., Result]) -> None:
