@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from aifactory_client.client import KEY_ENV, URL_ENV, Client
 from aifactory_client.errors import FactoryError
 from aifactory_client.models import Callback, JobStatus, Report
 
+# How the API writes a time (CreationTime, TrainingEndTime, ...).
+API_TIME = "%Y-%m-%d %H:%M:%S"
 STATUS_STYLE = {
     "InProgress": "cyan",
     "Completed": "green",
@@ -207,17 +210,34 @@ def _follow(
         return client.wait(name, timeout, on_change_json, poll=poll, poll_max=max(poll, 5.0))
     console = _console()
     console.print(f"following [bold]{name}[/bold]")
-    current: list[JobStatus] = []
+    first: list[JobStatus] = []
     with Live(Text("waiting for the first status..."), console=console, transient=True) as live:
 
         def on_change(status: JobStatus) -> None:
-            current[:] = [status]
+            if not first:
+                first.append(status)
             live.update(status_table(status, time.monotonic() - started))
 
         final = client.wait(name, timeout, on_change, poll=poll, poll_max=max(poll, 5.0))
-    console.print(Group(Text(f"ended after {time.monotonic() - started:.1f} s")))
+    if first and first[0].ended:
+        # Nothing was followed: say how long the job itself ran.
+        console.print(Group(Text(f"already ended: {_ran_for(final)}")))
+    else:
+        console.print(Group(Text(f"ended after {time.monotonic() - started:.1f} s")))
     _show_end(console, final)
     return final
+
+
+def _ran_for(status: JobStatus) -> str:
+    """`Completed at 2026-11-28 20:14:41, 10 s after it was created`: from the job's own
+    times, in whole seconds."""
+    try:
+        created = datetime.strptime(status.creation_time or "", API_TIME)
+        ended = datetime.strptime(status.training_end_time or "", API_TIME)
+    except ValueError:
+        return f"{status.status} at {status.training_end_time or 'an unknown time'}"
+    seconds = int((ended - created).total_seconds())
+    return f"{status.status} at {status.training_end_time}, {seconds} s after it was created"
 
 
 @main.command()

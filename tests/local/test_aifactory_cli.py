@@ -72,6 +72,7 @@ def test_create_wait_follows_the_job_and_ends_with_the_report_and_exit_0(
     assert result.exit_code == 0, result.output + result.stderr
     out = result.output
     assert "following sage-maker-train-" in out
+    assert "ended after " in out and "already ended" not in out  # it was followed
     assert "Completed" in out
     assert "Per-class report of sage-maker-train-" in out
     for column in ("class", "precision", "recall", "f1-score", "support", "avg (weighted)"):
@@ -135,11 +136,23 @@ def test_status_shows_the_job_and_its_report(run: Callable[..., Result], finishe
     assert as_json["status"] == "Completed" and as_json["report"]["avg"]["f1-score"]
 
 
-def test_status_watch_exits_0_for_a_completed_job(
+def test_status_watch_of_an_ended_job_says_it_had_already_ended_and_exits_0(
     run: Callable[..., Result], finished: str
 ) -> None:
+    # Given a job that ended before anyone watched it
+    job = json.loads(run("status", finished, "--json").output)
+    created = datetime.fromisoformat(job["creation_time"])
+    ended = datetime.fromisoformat(job["training_end_time"])
+    # When it is watched
     result = run("status", finished, "--watch", "--poll", "0.2")
+    # Then the command says it had already ended, and how long the job itself ran
     assert result.exit_code == 0 and "Completed" in result.output
+    seconds = int((ended - created).total_seconds())
+    said = (
+        f"already ended: Completed at {ended:%Y-%m-%d %H:%M:%S}, {seconds} s after it was created"
+    )
+    assert said in result.output
+    assert "ended after" not in result.output
 
 
 def test_report_prints_the_per_class_table(run: Callable[..., Result], finished: str) -> None:
