@@ -5,8 +5,10 @@ command takes --json for machine-readable output. Errors print the Factory's mes
 exit 1.
 """
 
+import base64
 import functools
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +37,9 @@ from aifactory_client.client import KEY_ENV, URL_ENV, Client
 from aifactory_client.errors import FactoryError
 from aifactory_client.models import Callback, JobStatus, Report
 
+# A callback signing secret: Standard Webhooks' prefix and base64 of 32 random bytes.
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+SECRET_BYTES = 32
 # How the API writes a time (CreationTime, TrainingEndTime, ...).
 API_TIME = "%Y-%m-%d %H:%M:%S"
 STATUS_STYLE = {
@@ -459,6 +464,21 @@ def watch(ctx: click.Context, name: str, poll: float, loss_every: float, as_json
         console.print(f"final loss {last_loss:.4f}")
     _show_end(console, final)
     sys.exit(0 if final.status == "Completed" else 1)
+
+
+@main.command()
+@command
+def secret(as_json: bool) -> None:
+    """A new random signing secret for a job's callback_url.signing_secret.
+
+    Standard Webhooks form: whsec_ and the base64 of 32 random bytes. Give the same secret to
+    whatever verifies the callbacks (`aifactory listen --secret`, verify_callback).
+    """
+    value = SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+    if as_json:
+        _emit_json({"signing_secret": value})
+    else:
+        click.echo(value)
 
 
 @main.command()

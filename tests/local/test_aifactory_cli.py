@@ -15,8 +15,9 @@ import requests
 from click.testing import CliRunner, Result
 from standardwebhooks import Webhook
 
-from aifactory_client import Client
+from aifactory_client import Client, WebhookVerificationError, verify_callback
 from aifactory_client.cli import main
+from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.factory import LocalFactory
 from tests.local.conftest import ALICE_KEY
 
@@ -228,6 +229,42 @@ def test_an_unreachable_factory_is_retried_aloud_then_named(run: Callable[..., R
         f"cannot reach {url} (connection refused): retrying (attempt 3 of 3)",
         f"Error: cannot reach {url} (connection refused)",
     ]
+
+
+def test_secret_prints_a_secret_the_api_accepts_and_the_client_verifies_callbacks_with(
+    run: Callable[..., Result],
+    tmp_path: Path,
+    payload: Callable[..., dict[str, Any]],
+    receiver: CallbackReceiver,
+) -> None:
+    # Given a secret from `aifactory secret`, alone on stdout, and new each time
+    result = run("secret")
+    assert result.exit_code == 0, result.stderr
+    secret = result.output.strip()
+    assert result.output == secret + "\n"
+    assert run("secret").output.strip() != secret
+    assert json.loads(run("secret", "--json").output)["signing_secret"].startswith("whsec_")
+    path = tmp_path / "signed.json"
+
+    def create_with(signing_secret: str) -> Result:
+        body = payload(image=NO_TRAINER_IMAGE)
+        body["callback_url"]["signing_secret"] = signing_secret
+        path.write_text(json.dumps(body))
+        return run("create", str(path), "--json")
+
+    # (the Factory checks a signing secret's form)
+    short = "whsec_" + base64.b64encode(b"s" * 16).decode()
+    assert "callback_url.signing_secret: must encode" in create_with(short).output
+    # When a job's request carries it as its callback's signing secret
+    created = create_with(secret)
+    assert created.exit_code == 0, created.output
+    name = json.loads(created.output)["job_name"]
+    # Then the Factory signs the job's callback with it, and the client verifies that callback
+    callback = receiver.wait_for_job(name, timeout=60)
+    assert callback is not None
+    assert verify_callback(callback.headers, callback.body, secret).job_name == name
+    with pytest.raises(WebhookVerificationError):
+        verify_callback(callback.headers, callback.body, run("secret").output.strip())
 
 
 def _free_port() -> int:
