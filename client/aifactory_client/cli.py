@@ -8,6 +8,7 @@ exit 1.
 import base64
 import functools
 import json
+import os
 import secrets
 import sys
 import time
@@ -21,6 +22,7 @@ import click
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,9 +53,33 @@ STATUS_STYLE = {
 }
 
 
+# Wider than any table: output that goes to a file or a pipe is not wrapped to a terminal.
+REDIRECTED_WIDTH = 10_000
+
+
 def _console() -> Console:
     # Created per command so output goes to the stdout of the moment (a test runner's too).
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = REDIRECTED_WIDTH
+    return console
+
+
+def _print_table(console: Console, table: Table) -> None:
+    """Print a table whose columns are each at least as wide as their longest word.
+
+    A terminal too narrow for the table wraps its cells between words; a job name, a time's
+    date or any other word is never cut short. Lines wider than the terminal are left whole.
+    """
+    unlimited = console.options.update_width(REDIRECTED_WIDTH)
+    for column in table.columns:
+        widest = max(
+            (Measurement.get(console, unlimited, cell).minimum for cell in column.cells),
+            default=0,
+        )
+        header = Measurement.get(console, unlimited, column.header).minimum
+        column.min_width = max(widest, header, column.min_width or 0)
+    console.print(table, crop=False)
 
 
 def _emit_json(data: Any) -> None:
@@ -160,9 +186,10 @@ def status_table(status: JobStatus, elapsed: float | None = None) -> Table:
 
 
 def _show_end(console: Console, status: JobStatus) -> None:
-    console.print(status_table(status))
+    _print_table(console, status_table(status))
     if status.report is not None:
-        console.print(report_table(status.report, title=f"Per-class report of {status.job_name}"))
+        title = f"Per-class report of {status.job_name}"
+        _print_table(console, report_table(status.report, title=title))
     elif status.ended:
         console.print("(no evaluation report)")
 
@@ -261,8 +288,8 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
         _emit_json([job.model_dump(mode="json", exclude_none=True) for job in found])
         return
     table = Table()
-    # A job's name is what the other commands take: never cut short.
-    table.add_column("job", no_wrap=True, min_width=len("sage-maker-train-YYYYMMDD-HHMMSS-xxxxxx"))
+    # A job's name is what the other commands take: never cut short, nor wrapped.
+    table.add_column("job", no_wrap=True)
     for column in ("status", "created", "ended"):
         table.add_column(column)
     for job in found:
@@ -272,7 +299,7 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
             job.CreationTime,
             job.TrainingEndTime or "",
         )
-    _console().print(table)
+    _print_table(_console(), table)
 
 
 @main.command()
@@ -345,7 +372,7 @@ def report(ctx: click.Context, name: str, as_json: bool) -> None:
         report = current.report
         _emit_json(report.model_dump(mode="json", by_alias=True) if report else None)
     elif current.report is not None:
-        _console().print(report_table(current.report, title=f"Per-class report of {name}"))
+        _print_table(_console(), report_table(current.report, title=f"Per-class report of {name}"))
     else:
         why = "it has not ended" if not current.ended else "it has no evaluation report"
         click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)

@@ -34,8 +34,9 @@ def run(factory: LocalFactory) -> Callable[..., Result]:
     """`aifactory ARGS...` with the local Factory's URL and a key in the environment."""
     env = {"AIFACTORY_URL": factory.api_url, "AIFACTORY_API_KEY": ALICE_KEY, "COLUMNS": "200"}
 
-    def invoke(*args: str) -> Result:
-        return CliRunner(mix_stderr=False).invoke(main, list(args), env=env)
+    def invoke(*args: str, columns: str | None = "200") -> Result:
+        # columns=None: no COLUMNS at all, as when the output goes to a file or a pipe
+        return CliRunner(mix_stderr=False).invoke(main, list(args), env={**env, "COLUMNS": columns})
 
     return invoke
 
@@ -265,6 +266,25 @@ def test_secret_prints_a_secret_the_api_accepts_and_the_client_verifies_callback
     assert verify_callback(callback.headers, callback.body, secret).job_name == name
     with pytest.raises(WebhookVerificationError):
         verify_callback(callback.headers, callback.body, run("secret").output.strip())
+
+
+def test_jobs_table_never_cuts_a_name_or_a_time(run: Callable[..., Result], finished: str) -> None:
+    listed = json.loads(run("jobs", "--json").output)
+    assert finished in {job["TrainingJobName"] for job in listed}
+    # When the output goes to a file, each job is one line with its whole name and times
+    lines = run("jobs", columns=None).output.splitlines()
+    for job in listed:
+        [line] = [line for line in lines if job["TrainingJobName"] in line]
+        assert job["CreationTime"] in line
+        assert job.get("TrainingEndTime", "") in line
+    # and in a terminal of 160 or of 60 columns no name or time is cut short
+    for columns in ("160", "60"):
+        out = run("jobs", columns=columns).output
+        assert "…" not in out
+        for job in listed:
+            assert job["TrainingJobName"] in out
+            for word in f"{job['CreationTime']} {job.get('TrainingEndTime', '')}".split():
+                assert word in out
 
 
 def _free_port() -> int:
