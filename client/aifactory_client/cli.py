@@ -496,10 +496,11 @@ def watch(ctx: click.Context, name: str, poll: float, loss_every: float, as_json
 @main.command()
 @command
 def secret(as_json: bool) -> None:
-    """A new random signing secret for a job's callback_url.signing_secret.
+    """A new callback signing secret (whsec_...).
 
-    Standard Webhooks form: whsec_ and the base64 of 32 random bytes. Give the same secret to
-    whatever verifies the callbacks (`aifactory listen --secret`, verify_callback).
+    Put it in a job's callback_url.signing_secret (Standard Webhooks form: whsec_ and the
+    base64 of 32 random bytes), and give the same secret to whatever verifies the callbacks
+    (`aifactory listen --secret`, verify_callback).
     """
     value = SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
     if as_json:
