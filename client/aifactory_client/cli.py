@@ -5,11 +5,15 @@ command takes --json for machine-readable output. Errors print the Factory's mes
 exit 1.
 """
 
+import base64
 import functools
 import json
+import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import click
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +39,11 @@ from aifactory_client.client import KEY_ENV, URL_ENV, Client
 from aifactory_client.errors import FactoryError
 from aifactory_client.models import Callback, JobStatus, Report
 
+# A callback signing secret: Standard Webhooks' prefix and base64 of 32 random bytes.
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+SECRET_BYTES = 32
+# How the API writes a time (CreationTime, TrainingEndTime, ...).
+API_TIME = "%Y-%m-%d %H:%M:%S"
 STATUS_STYLE = {
     "InProgress": "cyan",
     "Completed": "green",
@@ -43,9 +53,33 @@ STATUS_STYLE = {
 }
 
 
+# Wider than any table: output that goes to a file or a pipe is not wrapped to a terminal.
+REDIRECTED_WIDTH = 10_000
+
+
 def _console() -> Console:
     # Created per command so output goes to the stdout of the moment (a test runner's too).
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = REDIRECTED_WIDTH
+    return console
+
+
+def _print_table(console: Console, table: Table) -> None:
+    """Print a table whose columns are each at least as wide as their longest word.
+
+    A terminal too narrow for the table wraps its cells between words; a job name, a time's
+    date or any other word is never cut short. Lines wider than the terminal are left whole.
+    """
+    unlimited = console.options.update_width(REDIRECTED_WIDTH)
+    for column in table.columns:
+        widest = max(
+            (Measurement.get(console, unlimited, cell).minimum for cell in column.cells),
+            default=0,
+        )
+        header = Measurement.get(console, unlimited, column.header).minimum
+        column.min_width = max(widest, header, column.min_width or 0)
+    console.print(table, crop=False)
 
 
 def _emit_json(data: Any) -> None:
@@ -56,8 +90,18 @@ def _emit_json(data: Any) -> None:
 
 def _client(ctx: click.Context) -> Client:
     opts = ctx.find_root().params
+    if not opts.get("url"):
+        raise click.UsageError(f"no Factory URL: give --url URL, or set {URL_ENV}")
+    if not opts.get("api_key"):
+        raise click.UsageError(f"no API key: give --api-key KEY, or set {KEY_ENV}")
+
+    def say_retrying(line: str) -> None:
+        click.echo(line, err=True)
+
     try:
-        return Client(opts.get("url"), opts.get("api_key"), retries=opts.get("retries", 4))
+        return Client(
+            opts["url"], opts["api_key"], retries=opts.get("retries", 4), on_retry=say_retrying
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -142,9 +186,10 @@ def status_table(status: JobStatus, elapsed: float | None = None) -> Table:
 
 
 def _show_end(console: Console, status: JobStatus) -> None:
-    console.print(status_table(status))
+    _print_table(console, status_table(status))
     if status.report is not None:
-        console.print(report_table(status.report, title=f"Per-class report of {status.job_name}"))
+        title = f"Per-class report of {status.job_name}"
+        _print_table(console, report_table(status.report, title=title))
     elif status.ended:
         console.print("(no evaluation report)")
 
@@ -197,17 +242,34 @@ def _follow(
         return client.wait(name, timeout, on_change_json, poll=poll, poll_max=max(poll, 5.0))
     console = _console()
     console.print(f"following [bold]{name}[/bold]")
-    current: list[JobStatus] = []
+    first: list[JobStatus] = []
     with Live(Text("waiting for the first status..."), console=console, transient=True) as live:
 
         def on_change(status: JobStatus) -> None:
-            current[:] = [status]
+            if not first:
+                first.append(status)
             live.update(status_table(status, time.monotonic() - started))
 
         final = client.wait(name, timeout, on_change, poll=poll, poll_max=max(poll, 5.0))
-    console.print(Group(Text(f"ended after {time.monotonic() - started:.1f} s")))
+    if first and first[0].ended:
+        # Nothing was followed: say how long the job itself ran.
+        console.print(Group(Text(f"already ended: {_ran_for(final)}")))
+    else:
+        console.print(Group(Text(f"ended after {time.monotonic() - started:.1f} s")))
     _show_end(console, final)
     return final
+
+
+def _ran_for(status: JobStatus) -> str:
+    """`Completed at 2026-11-28 20:14:41, 10 s after it was created`: from the job's own
+    times, in whole seconds."""
+    try:
+        created = datetime.strptime(status.creation_time or "", API_TIME)
+        ended = datetime.strptime(status.training_end_time or "", API_TIME)
+    except ValueError:
+        return f"{status.status} at {status.training_end_time or 'an unknown time'}"
+    seconds = int((ended - created).total_seconds())
+    return f"{status.status} at {status.training_end_time}, {seconds} s after it was created"
 
 
 @main.command()
@@ -226,8 +288,8 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
         _emit_json([job.model_dump(mode="json", exclude_none=True) for job in found])
         return
     table = Table()
-    # A job's name is what the other commands take: never cut short.
-    table.add_column("job", no_wrap=True, min_width=len("sage-maker-train-YYYYMMDD-HHMMSS-xxxxxx"))
+    # A job's name is what the other commands take: never cut short, nor wrapped.
+    table.add_column("job", no_wrap=True)
     for column in ("status", "created", "ended"):
         table.add_column(column)
     for job in found:
@@ -237,7 +299,7 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
             job.CreationTime,
             job.TrainingEndTime or "",
         )
-    _console().print(table)
+    _print_table(_console(), table)
 
 
 @main.command()
@@ -310,7 +372,7 @@ def report(ctx: click.Context, name: str, as_json: bool) -> None:
         report = current.report
         _emit_json(report.model_dump(mode="json", by_alias=True) if report else None)
     elif current.report is not None:
-        _console().print(report_table(current.report, title=f"Per-class report of {name}"))
+        _print_table(_console(), report_table(current.report, title=f"Per-class report of {name}"))
     else:
         why = "it has not ended" if not current.ended else "it has no evaluation report"
         click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)
@@ -429,6 +491,22 @@ def watch(ctx: click.Context, name: str, poll: float, loss_every: float, as_json
         console.print(f"final loss {last_loss:.4f}")
     _show_end(console, final)
     sys.exit(0 if final.status == "Completed" else 1)
+
+
+@main.command()
+@command
+def secret(as_json: bool) -> None:
+    """A new callback signing secret (whsec_...).
+
+    Put it in a job's callback_url.signing_secret (Standard Webhooks form: whsec_ and the
+    base64 of 32 random bytes), and give the same secret to whatever verifies the callbacks
+    (`aifactory listen --secret`, verify_callback).
+    """
+    value = SIGNING_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+    if as_json:
+        _emit_json({"signing_secret": value})
+    else:
+        click.echo(value)
 
 
 @main.command()

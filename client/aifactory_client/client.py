@@ -4,11 +4,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import requests
 from pydantic import BaseModel
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+)
 from urllib3.util.retry import Retry
 
 from aifactory_client.errors import FactoryError, WaitTimeout, error_for
@@ -30,6 +36,52 @@ KEY_ENV = "AIFACTORY_API_KEY"
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 
 
+class _AnnouncedRetry(Retry):
+    """urllib3's Retry, which also tells `on_retry` why it retries and which attempt is next.
+
+    `on_retry(error, status, attempt, attempts)` gets the connection error (or None) and the
+    HTTP status (or None) of the failed attempt, the number of the attempt about to be made
+    and how many there are at most.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        on_retry: Callable[[Exception | None, int | None, int, int], None] | None = None,
+        attempts: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
+        total = self.total if isinstance(self.total, int) else 0
+        self.attempts = attempts if attempts is not None else total + 1
+
+    def new(self, **kw: Any) -> Self:
+        return super().new(on_retry=self.on_retry, attempts=self.attempts, **kw)
+
+    def increment(self, *args: Any, **kwargs: Any) -> Self:
+        new_retry = super().increment(*args, **kwargs)  # raises once the retries are spent
+        if self.on_retry is not None:
+            last = new_retry.history[-1]
+            self.on_retry(last.error, last.status, len(new_retry.history) + 1, self.attempts)
+        return new_retry
+
+
+def _unreachable_reason(error: BaseException | None) -> str:
+    """Why a connection failed, in a user's words."""
+    if isinstance(error, MaxRetryError):
+        error = error.reason
+    if isinstance(error, NameResolutionError):
+        return "the host name did not resolve"
+    if isinstance(error, NewConnectionError):  # a subclass of ConnectTimeoutError
+        if isinstance(error.__cause__, ConnectionRefusedError):
+            return "connection refused"
+        return f"could not connect ({type(error.__cause__).__name__})"
+    if isinstance(error, ConnectTimeoutError):
+        return "the connection timed out"
+    return type(error).__name__ if error is not None else "no answer"
+
+
 class Client:
     """The AI Factory API.
 
@@ -38,7 +90,9 @@ class Client:
 
     429 and 5xx answers and connection failures are retried `retries` times with exponential
     backoff (`backoff` seconds, doubling, honouring `Retry-After`); every create carries an
-    `Idempotency-Key`, so retrying one never makes a second job.
+    `Idempotency-Key`, so retrying one never makes a second job. `on_retry`, if given, is
+    called with a line such as `cannot reach http://... (connection refused): retrying
+    (attempt 2 of 5)` before each retry.
     """
 
     def __init__(
@@ -50,6 +104,7 @@ class Client:
         retries: int = 4,
         backoff: float = 0.5,
         backoff_max: float = 30.0,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         base_url = base_url or os.environ.get(URL_ENV)
         api_key = api_key or os.environ.get(KEY_ENV)
@@ -62,7 +117,9 @@ class Client:
         self.session = requests.Session()
         self.session.headers["x-api-key"] = api_key
         self.session.headers["User-Agent"] = "aifactory-client/0.1"
-        retry = Retry(
+        self.on_retry = on_retry
+        retry = _AnnouncedRetry(
+            on_retry=self._announce_retry if on_retry is not None else None,
             total=retries,
             connect=retries,
             read=0,  # the request may have been processed: only status answers are retried
@@ -232,6 +289,16 @@ class Client:
             time.sleep(interval)
 
     # -- plumbing --------------------------------------------------------------------------
+    def _announce_retry(
+        self, error: Exception | None, status: int | None, attempt: int, attempts: int
+    ) -> None:
+        if status is not None:
+            why = f"{self.base_url} answered HTTP {status}"
+        else:
+            why = f"cannot reach {self.base_url} ({_unreachable_reason(error)})"
+        if self.on_retry is not None:
+            self.on_retry(f"{why}: retrying (attempt {attempt} of {attempts})")
+
     def _post(
         self, route: str, body: Any, headers: dict[str, str] | None = None
     ) -> requests.Response:
@@ -242,7 +309,8 @@ class Client:
         except requests.exceptions.RetryError as exc:  # pragma: no cover - raise_on_status off
             raise FactoryError(0, str(exc)) from exc
         except requests.exceptions.ConnectionError as exc:
-            raise FactoryError(0, f"cannot reach {self.base_url}: {type(exc).__name__}") from exc
+            why = _unreachable_reason(exc.args[0] if exc.args else None)
+            raise FactoryError(0, f"cannot reach {self.base_url} ({why})") from exc
         if response.status_code >= 400:
             raise error_for(response)
         return response

@@ -17,6 +17,7 @@ region from the usual places, or --region); the local Factory through the ready 
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -111,14 +112,20 @@ def _emit(args: argparse.Namespace, title: str, rows: list[dict[str, Any]], note
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    console = Console(width=160)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 10_000  # a file or a pipe: no line is wrapped to fit a terminal
     table = Table(title=title)
     columns = list(rows[0]) if rows else ["(none)"]
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    console.print(table)
+    cells = [["" if row[c] is None else str(row[c]) for c in columns] for row in rows]
+    for index, column in enumerate(columns):
+        # At least as wide as the column's longest word: a narrow terminal wraps a cell
+        # between words, and never cuts a job name, key id or time short.
+        words = [len(word) for cell in cells for word in cell[index].split()]
+        table.add_column(column, min_width=max([len(column), *words]))
+    for row_cells in cells:
+        table.add_row(*row_cells)
+    console.print(table, crop=False)
     if note:
         console.print(note)
 

@@ -213,3 +213,34 @@ def test_without_json_each_command_prints_a_table(
     # Then a titled table is printed
     out = capsys.readouterr().out
     assert "Tenants" in out and "tenant" in out and "active_jobs" in out
+
+
+def test_the_jobs_table_never_cuts_a_job_name_or_a_time(
+    factory: LocalFactory,
+    ready: Path,
+    admin: Any,
+    payload: Any,
+    receiver: CallbackReceiver,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a job whose callback failed, with a long last error in its row
+    client = Client(factory.api_url, _issue(admin, "initech")["value"])
+    receiver.fail_with = [503, 503]
+    job = client.create(payload())
+    client.wait(job, lambda s: s["callback"]["state"] == "failed", timeout=60)
+    code, [row] = admin("jobs", "--tenant", "initech")
+    times = f"{row['created_at']} {row['ended_at']}".split()
+    # When the operator lists the jobs in a terminal of 160 columns, Then nothing is cut
+    monkeypatch.setenv("COLUMNS", "160")
+    capsys.readouterr()
+    assert main(["--local", str(ready), "jobs", "--tenant", "initech"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and job in out
+    assert all(word in out for word in times)
+    # and when the table goes to a file, the job's row is one line, with its whole times
+    monkeypatch.delenv("COLUMNS")
+    assert main(["--local", str(ready), "jobs", "--tenant", "initech"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if job in line]
+    assert f"{row['created_at']}" in line and f"{row['ended_at']}" in line
+    assert "callback answered HTTP 503" in line

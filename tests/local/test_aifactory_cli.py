@@ -15,8 +15,9 @@ import requests
 from click.testing import CliRunner, Result
 from standardwebhooks import Webhook
 
-from aifactory_client import Client
+from aifactory_client import Client, WebhookVerificationError, verify_callback
 from aifactory_client.cli import main
+from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.factory import LocalFactory
 from tests.local.conftest import ALICE_KEY
 
@@ -33,8 +34,9 @@ def run(factory: LocalFactory) -> Callable[..., Result]:
     """`aifactory ARGS...` with the local Factory's URL and a key in the environment."""
     env = {"AIFACTORY_URL": factory.api_url, "AIFACTORY_API_KEY": ALICE_KEY, "COLUMNS": "200"}
 
-    def invoke(*args: str) -> Result:
-        return CliRunner(mix_stderr=False).invoke(main, list(args), env=env)
+    def invoke(*args: str, columns: str | None = "200") -> Result:
+        # columns=None: no COLUMNS at all, as when the output goes to a file or a pipe
+        return CliRunner(mix_stderr=False).invoke(main, list(args), env={**env, "COLUMNS": columns})
 
     return invoke
 
@@ -72,6 +74,7 @@ def test_create_wait_follows_the_job_and_ends_with_the_report_and_exit_0(
     assert result.exit_code == 0, result.output + result.stderr
     out = result.output
     assert "following sage-maker-train-" in out
+    assert "ended after " in out and "already ended" not in out  # it was followed
     assert "Completed" in out
     assert "Per-class report of sage-maker-train-" in out
     for column in ("class", "precision", "recall", "f1-score", "support", "avg (weighted)"):
@@ -135,11 +138,23 @@ def test_status_shows_the_job_and_its_report(run: Callable[..., Result], finishe
     assert as_json["status"] == "Completed" and as_json["report"]["avg"]["f1-score"]
 
 
-def test_status_watch_exits_0_for_a_completed_job(
+def test_status_watch_of_an_ended_job_says_it_had_already_ended_and_exits_0(
     run: Callable[..., Result], finished: str
 ) -> None:
+    # Given a job that ended before anyone watched it
+    job = json.loads(run("status", finished, "--json").output)
+    created = datetime.fromisoformat(job["creation_time"])
+    ended = datetime.fromisoformat(job["training_end_time"])
+    # When it is watched
     result = run("status", finished, "--watch", "--poll", "0.2")
+    # Then the command says it had already ended, and how long the job itself ran
     assert result.exit_code == 0 and "Completed" in result.output
+    seconds = int((ended - created).total_seconds())
+    said = (
+        f"already ended: Completed at {ended:%Y-%m-%d %H:%M:%S}, {seconds} s after it was created"
+    )
+    assert said in result.output
+    assert "ended after" not in result.output
 
 
 def test_report_prints_the_per_class_table(run: Callable[..., Result], finished: str) -> None:
@@ -192,10 +207,84 @@ def test_redeliver_queues_the_callback(run: Callable[..., Result], finished: str
     assert json.loads(run("redeliver", finished, "--json").output)["status"] == "accepted"
 
 
-def test_without_a_url_the_command_says_how_to_give_one() -> None:
-    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env={"AIFACTORY_URL": ""})
+def test_without_a_url_or_key_the_command_names_the_option_and_the_variable() -> None:
+    no_url = {"AIFACTORY_URL": "", "AIFACTORY_API_KEY": "some-key"}
+    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env=no_url)
     assert result.exit_code == 2
-    assert "AIFACTORY_URL" in result.stderr
+    assert "give --url URL, or set AIFACTORY_URL" in result.stderr
+    no_key = {"AIFACTORY_URL": "http://127.0.0.1:1", "AIFACTORY_API_KEY": ""}
+    result = CliRunner(mix_stderr=False).invoke(main, ["jobs"], env=no_key)
+    assert result.exit_code == 2
+    assert "give --api-key KEY, or set AIFACTORY_API_KEY" in result.stderr
+
+
+def test_an_unreachable_factory_is_retried_aloud_then_named(run: Callable[..., Result]) -> None:
+    # Given a URL where nothing listens
+    url = f"http://127.0.0.1:{_free_port()}"
+    # When a command calls it, with two retries
+    result = run("--url", url, "--retries", "2", "jobs")
+    # Then each retry is announced on stderr, and the error names the URL and why
+    assert result.exit_code == 1 and result.output == ""
+    assert result.stderr.splitlines() == [
+        f"cannot reach {url} (connection refused): retrying (attempt 2 of 3)",
+        f"cannot reach {url} (connection refused): retrying (attempt 3 of 3)",
+        f"Error: cannot reach {url} (connection refused)",
+    ]
+
+
+def test_secret_prints_a_secret_the_api_accepts_and_the_client_verifies_callbacks_with(
+    run: Callable[..., Result],
+    tmp_path: Path,
+    payload: Callable[..., dict[str, Any]],
+    receiver: CallbackReceiver,
+) -> None:
+    # Given a secret from `aifactory secret`, alone on stdout, and new each time
+    result = run("secret")
+    assert result.exit_code == 0, result.stderr
+    secret = result.output.strip()
+    assert result.output == secret + "\n"
+    assert run("secret").output.strip() != secret
+    assert json.loads(run("secret", "--json").output)["signing_secret"].startswith("whsec_")
+    path = tmp_path / "signed.json"
+
+    def create_with(signing_secret: str) -> Result:
+        body = payload(image=NO_TRAINER_IMAGE)
+        body["callback_url"]["signing_secret"] = signing_secret
+        path.write_text(json.dumps(body))
+        return run("create", str(path), "--json")
+
+    # (the Factory checks a signing secret's form)
+    short = "whsec_" + base64.b64encode(b"s" * 16).decode()
+    assert "callback_url.signing_secret: must encode" in create_with(short).output
+    # When a job's request carries it as its callback's signing secret
+    created = create_with(secret)
+    assert created.exit_code == 0, created.output
+    name = json.loads(created.output)["job_name"]
+    # Then the Factory signs the job's callback with it, and the client verifies that callback
+    callback = receiver.wait_for_job(name, timeout=60)
+    assert callback is not None
+    assert verify_callback(callback.headers, callback.body, secret).job_name == name
+    with pytest.raises(WebhookVerificationError):
+        verify_callback(callback.headers, callback.body, run("secret").output.strip())
+
+
+def test_jobs_table_never_cuts_a_name_or_a_time(run: Callable[..., Result], finished: str) -> None:
+    listed = json.loads(run("jobs", "--json").output)
+    assert finished in {job["TrainingJobName"] for job in listed}
+    # When the output goes to a file, each job is one line with its whole name and times
+    lines = run("jobs", columns=None).output.splitlines()
+    for job in listed:
+        [line] = [line for line in lines if job["TrainingJobName"] in line]
+        assert job["CreationTime"] in line
+        assert job.get("TrainingEndTime", "") in line
+    # and in a terminal of 160 or of 60 columns no name or time is cut short
+    for columns in ("160", "60"):
+        out = run("jobs", columns=columns).output
+        assert "…" not in out
+        for job in listed:
+            assert job["TrainingJobName"] in out
+            for word in f"{job['CreationTime']} {job.get('TrainingEndTime', '')}".split():
+                assert word in out
 
 
 def _free_port() -> int:

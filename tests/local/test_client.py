@@ -217,6 +217,23 @@ def test_a_fault_that_persists_is_an_error_after_the_retries(proxy: FlakyProxy) 
     assert len(proxy.seen) == 3
 
 
+def test_each_retry_is_announced_with_its_reason_and_attempt(proxy: FlakyProxy) -> None:
+    # Given a path to the Factory that answers 503 twice, then 502 for good
+    proxy.faults = [503, 503, 502, 502]
+    lines: list[str] = []
+    client = Client(proxy.server.url, ALICE_KEY, retries=2, backoff=0.01, on_retry=lines.append)
+    # When a call is retried until the retries are spent
+    with pytest.raises(ServerError):
+        client.status("sage-maker-train-20260101-000000-abcdef")
+    # Then each retry was announced before it was made, and the last failure was not
+    url = proxy.server.url
+    assert lines == [
+        f"{url} answered HTTP 503: retrying (attempt 2 of 3)",
+        f"{url} answered HTTP 503: retrying (attempt 3 of 3)",
+    ]
+    assert len(proxy.seen) == 3
+
+
 def test_a_429_that_persists_is_too_many_requests(proxy: FlakyProxy) -> None:
     proxy.faults = [429] * 10
     client = Client(proxy.server.url, ALICE_KEY, retries=1, backoff=0.01)
