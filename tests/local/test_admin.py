@@ -2,7 +2,9 @@
 jobs, failed callbacks and dead-letter queues, as an operator runs them. Clients talk to the
 Factory over HTTP with the keys the CLI printed."""
 
+import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aifactory_local.admin import main
+from aifactory_admin.cli import main
 from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.factory import LocalFactory
 from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client
@@ -213,3 +215,15 @@ def test_without_json_each_command_prints_a_table(
     # Then a titled table is printed
     out = capsys.readouterr().out
     assert "Tenants" in out and "tenant" in out and "active_jobs" in out
+
+
+def test_the_operators_tool_is_its_own_package_and_command() -> None:
+    # Given the installed project, When the operator runs aifactory-admin, or its package
+    command = Path(sys.executable).parent / "aifactory-admin"
+    for argv in ([str(command), "--help"], [sys.executable, "-m", "aifactory_admin", "--help"]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        # Then it answers as aifactory-admin, from the operators' package
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("usage: aifactory-admin") and "--stack" in done.stdout
+    # and the local emulator's package holds no part of it
+    assert importlib.util.find_spec("aifactory_local.admin") is None
