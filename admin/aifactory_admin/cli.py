@@ -1,7 +1,7 @@
 """aifactory-admin: the operator's console for a deployed Factory or the local one.
 
     aifactory-admin --stack aifactory tenants
-    aifactory-admin --local .aifactory/ready.json keys issue --tenant acme
+    aifactory-admin --local keys issue --tenant acme
     aifactory-admin --stack aifactory keys rotate --tenant acme
     aifactory-admin --stack aifactory keys revoke KEY_ID
     aifactory-admin --stack aifactory jobs --tenant acme --status Failed
@@ -10,9 +10,10 @@
     aifactory-admin --stack aifactory dlq redrive stage
 
 A deployed stack is found by name through its CloudFormation outputs (AWS credentials and
-region from the usual places, or --region); the local Factory through the ready file
-`aifactory-local serve --ready-file` writes. Every command prints a table, or JSON with
---json. A key's value is printed once, when it is issued, and never again.
+region from the usual places, or --region); the local Factory through the ready file it
+writes in its state dir while it runs: `--local` alone reads .aifactory/ready.json (the state
+dir of `make run`), `--local DIR` another's. Every command prints a table, or JSON
+with --json. A key's value is printed once, when it is issued, and never again.
 """
 
 import argparse
@@ -27,6 +28,7 @@ from typing import Any
 
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import EndpointConnectionError
 from rich.console import Console
 from rich.table import Table
 
@@ -43,6 +45,9 @@ DLQS = {
 # Tag values API Gateway accepts, kept to what reads well in a table and a log line.
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# Where `aifactory-local serve` (make run) keeps its ready file while it runs.
+DEFAULT_READY_FILE = ".aifactory/ready.json"
+COMMANDS = ("tenants", "keys", "jobs", "callbacks", "dlq")
 
 
 class AdminError(Exception):
@@ -80,8 +85,17 @@ class Stack:
 
     @classmethod
     def local(cls, ready_file: str) -> "Stack":
+        path = Path(ready_file)
+        if path.is_dir():  # a state dir
+            path = path / "ready.json"
         try:
-            facts = json.loads(Path(ready_file).read_text())
+            facts = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AdminError(
+                f"--local: no {path}, so no local Factory runs there: the Factory writes "
+                "ready.json in its state dir while it runs (make run: .aifactory/ready.json); "
+                "for another state dir give --local DIR"
+            ) from None
         except (OSError, ValueError) as exc:
             raise AdminError(f"--local {ready_file}: {exc}") from None
         session = boto3.Session(
@@ -397,7 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--stack", help="name of a deployed stack (CloudFormation outputs)")
-    where.add_argument("--local", metavar="READY_FILE", help="the local Factory's ready file")
+    where.add_argument(
+        "--local",
+        metavar="READY_FILE",
+        nargs="?",
+        const=DEFAULT_READY_FILE,
+        help=f"the local Factory's ready file (default {DEFAULT_READY_FILE}, which `make run` "
+        "writes; DIR or DIR/ready.json for a Factory started with --state-dir DIR)",
+    )
     parser.add_argument("--region", help="AWS region of the stack (default: your configuration)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -447,14 +468,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_ready_file(argv: list[str]) -> list[str]:
+    """`--local` followed by the command (no path): the ready file of `make run`. argparse
+    alone would take the command's name for the path."""
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            break  # what follows is the command's
+        if arg == "--local":
+            following = argv[i + 1] if i + 1 < len(argv) else "-"
+            if following.startswith("-") or following in COMMANDS:
+                return [*argv[: i + 1], DEFAULT_READY_FILE, *argv[i + 1 :]]
+            break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_default_ready_file(given))
     args.json = getattr(args, "json", False)
     try:
         stack = Stack.local(args.local) if args.local else Stack.deployed(args.stack, args.region)
         return int(args.run(stack, args))
     except AdminError as exc:
         print(f"aifactory-admin: {exc}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError as exc:
+        where = (
+            f"the local Factory of {args.local} ({exc.kwargs.get('endpoint_url')}): is it still "
+            "running? A Factory killed outright leaves its ready file behind"
+            if args.local
+            else str(exc)
+        )
+        print(f"aifactory-admin: cannot reach {where}", file=sys.stderr)
         return 2
 
 

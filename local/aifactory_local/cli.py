@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ready-file",
         type=Path,
-        help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here",
+        help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here "
+        "too (the Factory always writes it to <state dir>/ready.json, removed when it stops)",
     )
     runtime_options(serve, ".aifactory")
 

@@ -18,6 +18,7 @@ Template parameters take their defaults, or the values given as `parameters`
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import secrets
@@ -178,6 +179,7 @@ class LocalFactory:
         self._provisioned: dict[str, str] = {}
         self.writer: WriteThrough | None = None
         self._saved: dict[str, Any] = {}
+        self._ready_written = False
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -208,6 +210,11 @@ class LocalFactory:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def ready_file(self) -> Path:
+        """Written once the Factory is up (facts(), 0600), removed when it stops."""
+        return self.state_dir / persistence.READY
 
     def facts(self) -> dict[str, Any]:
         """What the ready file holds."""
@@ -401,6 +408,11 @@ class LocalFactory:
                 raise RuntimeError(_port_in_use(self.host, self.port, "--port")) from None
             raise
         self.api.start()
+        # What a client needs to reach this Factory, where aifactory-admin --local looks.
+        persistence.write_private(
+            self.ready_file, (json.dumps(self.facts(), indent=2) + "\n").encode()
+        )
+        self._ready_written = True
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
 
     def stop(self) -> None:
@@ -414,6 +426,7 @@ class LocalFactory:
         for timer in self.timers:
             timer.request_stop()
         steps: list[tuple[str, Callable[[], object]]] = [
+            ("ready file", self._remove_ready_file),
             *([("API", self.api.stop)] if self.api else []),
             *[("queue poller", poller.stop) for poller in self.pollers],
             *[("schedule", timer.stop) for timer in self.timers],
@@ -445,6 +458,11 @@ class LocalFactory:
                 LocalFactory._active = None
 
     # -- kept between runs ------------------------------------------------------------------
+    def _remove_ready_file(self) -> None:
+        if self._ready_written:
+            self.ready_file.unlink(missing_ok=True)
+            self._ready_written = False
+
     def _resolve_api_keys(self) -> None:
         """--api-key wins; else the state dir's keys; else the generated one, saved there."""
         if self._keys_given or not self.persist:

@@ -3,6 +3,8 @@ Factory at a time the use of a state dir.
 
     <state>/lock              held (flock) while a Factory runs; names its process
     <state>/api-keys.json     the API keys (0600): a generated key is reused on the next start
+    <state>/ready.json        while the Factory runs: what a client needs to reach it (0600),
+                              as --ready-file has it; aifactory-admin --local reads it
     <state>/state.bin         everything else, in one file (0600), format 2: the emulated AWS
                               account (S3 objects, DynamoDB items, SQS messages, the KMS key,
                               the API keys issued with aifactory-admin, the training logs and
@@ -134,6 +136,9 @@ def save_api_keys(state_dir: Path, keys: dict[str, str]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(keys, indent=2) + "\n").encode()
     _write_atomic(state_dir / "api-keys.json", data, mode=0o600)
+
+
+READY = "ready.json"
 
 
 # -- the emulated account ---------------------------------------------------------------------

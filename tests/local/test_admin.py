@@ -22,7 +22,8 @@ from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFactory]:
     """A local Factory whose callbacks are given up on at their first retry (the 72-hour
     window scaled to nothing), so a failed callback needs no waiting."""
-    state = tmp_path_factory.mktemp("aifactory-admin-state")
+    # The state dir `make run` uses, .aifactory, in a directory of its own.
+    state = tmp_path_factory.mktemp("aifactory-admin") / ".aifactory"
     with LocalFactory(
         api_keys={"alice": ALICE_KEY, "bob": BOB_KEY},
         state_dir=state,
@@ -205,6 +206,41 @@ def test_a_tenant_name_is_checked_and_a_missing_key_named(admin: Any) -> None:
     assert code == 2 and "--tenant" in error
     code, error = admin("keys", "revoke", "nosuchkey")
     assert code == 2 and "nosuchkey" in error
+
+
+def test_local_alone_finds_the_factory_running_on_the_default_state_dir(
+    factory: LocalFactory,
+    ready: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a Factory running on the state dir .aifactory, which keeps its ready file there
+    monkeypatch.chdir(factory.state_dir.parent)
+    assert json.loads((factory.state_dir / "ready.json").read_text()) == factory.facts()
+
+    def admin(*argv: str) -> tuple[int, Any]:
+        capsys.readouterr()
+        code = main([*argv, "--json"])
+        out = capsys.readouterr()
+        return code, (json.loads(out.out) if code == 0 else out.err)
+
+    # When the operator gives --local with no ready file, or the state dir
+    code, keys = admin("--local", "keys", "list")
+    # Then it reads the running Factory, as with its ready file named
+    assert code == 0, keys
+    assert admin("--local", str(ready), "keys", "list") == (0, keys)
+    assert admin("--local", str(factory.state_dir), "keys", "list") == (0, keys)
+    code, tenants = admin("--local", "tenants")
+    assert code == 0 and isinstance(tenants, list)
+
+
+def test_local_without_a_running_factory_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--local", "tenants"]) == 2
+    error = capsys.readouterr().err
+    assert ".aifactory/ready.json" in error and "--local DIR" in error
 
 
 def test_without_json_each_command_prints_a_table(

@@ -276,6 +276,8 @@ def test_a_second_factory_on_the_same_state_dir_is_refused_naming_the_first(
         assert "is in use by another local Factory" in second.output
         assert f"pid {first.process.pid}" in second.output
         assert str(state) in second.output
+        # and the first one's ready file is left as it was
+        assert json.loads((state / "ready.json").read_text()) == json.loads(first.ready.read_text())
     finally:
         assert first.stop() == 0, first.output
 
