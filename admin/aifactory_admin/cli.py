@@ -14,6 +14,9 @@ region from the usual places, or --region); the local Factory through the ready 
 writes in its state dir while it runs: `--local` alone reads .aifactory/ready.json (the state
 dir of `make run`), `--local DIR` another's. Every command prints a table, or JSON
 with --json. A key's value is printed once, when it is issued, and never again.
+
+The local Factory's own keys (--api-key, or the one it generated) are listed too; they are
+not revoked here, since the Factory accepts them as long as it runs with them.
 """
 
 import argparse
@@ -48,6 +51,8 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 # Where `aifactory-local serve` (make run) keeps its ready file while it runs.
 DEFAULT_READY_FILE = ".aifactory/ready.json"
 COMMANDS = ("tenants", "keys", "jobs", "callbacks", "dlq")
+# The tag the local Factory puts on its own keys in its emulated API Gateway.
+LOCAL_KEY_TAG = "aifactory:local-key"
 
 
 class AdminError(Exception):
@@ -229,7 +234,12 @@ def cmd_keys_issue(stack: Stack, args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(stack: Stack, args: argparse.Namespace) -> int:
     tenant = _check_tenant(args.tenant)
-    old = [k["id"] for k in _keys(stack) if _tenant_of(k) == tenant and k.get("enabled")]
+    keys = [k for k in _keys(stack) if _tenant_of(k) == tenant and k.get("enabled")]
+    old = [k["id"] for k in keys]
+    if args.revoke_old:  # refused before a new key is issued: nothing half done
+        for key in keys:
+            if _local_factory_key(key):
+                raise _refuse_local_factory_key(key)
     issued = _issue(stack, tenant)
     revoked = []
     if args.revoke_old:
@@ -246,12 +256,26 @@ def cmd_keys_rotate(stack: Stack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_factory_key(key: dict[str, Any]) -> bool:
+    return bool((key.get("tags") or {}).get(LOCAL_KEY_TAG))
+
+
+def _refuse_local_factory_key(key: dict[str, Any]) -> AdminError:
+    return AdminError(
+        f"key {key['id']} ({key.get('name')}) is the local Factory's own key, given with "
+        "--api-key or generated into its state dir's api-keys.json: the Factory accepts it as "
+        "long as it runs with it. Restart the Factory with other --api-key keys to retire it"
+    )
+
+
 def cmd_keys_revoke(stack: Stack, args: argparse.Namespace) -> int:
     client = stack.client("apigateway")
     try:
         key = client.get_api_key(apiKey=args.key_id, includeValue=False)
     except client.exceptions.NotFoundException:
         raise AdminError(f"no API key with id {args.key_id}") from None
+    if _local_factory_key(key):
+        raise _refuse_local_factory_key(key)
     # Deleted, the key is refused by the gateway at once; its tenant's jobs stay theirs.
     client.delete_api_key(apiKey=args.key_id)
     _emit(args, "Revoked", [{"key_id": args.key_id, "tenant": _tenant_of(key), "revoked": True}])

@@ -62,6 +62,9 @@ from aifactory_local.writethrough import WriteThrough
 
 log = logging.getLogger("aifactory_local.factory")
 
+# Marks the Factory's own API keys in the emulated API Gateway (aifactory-admin will not
+# revoke them: they are accepted as long as the Factory runs with them).
+LOCAL_KEY_TAG = "aifactory:local-key"
 # Set for the handlers while the Factory runs; credentials and profiles from the
 # environment are hidden so nothing reaches a real AWS account.
 _HIDDEN_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE")
@@ -286,6 +289,7 @@ class LocalFactory:
         self.aws_endpoint_url = f"http://{host}:{port}"
         provisioned = self._restore_account() or provisioning.provision(self.aws_endpoint_url)
         self._provisioned = provisioned
+        self._register_api_keys()
 
         # SageMaker training, whose state changes go to the event bus (created below).
         self.sagemaker = LocalSageMaker(
@@ -458,6 +462,37 @@ class LocalFactory:
                 LocalFactory._active = None
 
     # -- kept between runs ------------------------------------------------------------------
+    def _register_api_keys(self) -> None:
+        """The Factory's own keys (--api-key, or the generated one) in the emulated API
+        Gateway, beside the keys aifactory-admin issues, so that `keys list` and `tenants`
+        show them. Each keeps the id the gateway gives it here (derived from its value: the
+        owner of its jobs), which CreateApiKey cannot set, and may be shorter than the 20
+        characters CreateApiKey asks for: so they go into moto's model directly, as the
+        state dir's account does. A key of an earlier run that this one was not given is
+        removed, or the gateway would still accept it."""
+        from moto.apigateway.models import ApiKey as GatewayKey
+        from moto.apigateway.models import apigateway_backends
+
+        backend = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION]
+        wanted = {api_key_id(value): (name, value) for name, value in self.api_keys.items()}
+        for key_id, key in list(backend.keys.items()):
+            if _local_key(key) and key_id not in wanted:
+                del backend.keys[key_id]
+        for key_id, (name, value) in wanted.items():
+            known = backend.keys.get(key_id)
+            if known is not None and known.value == value:
+                known.name, known.enabled = name, True
+                continue
+            backend.keys[key_id] = GatewayKey(
+                api_key_id=key_id,
+                name=name,
+                description="the local Factory's own key (--api-key, or generated into its "
+                "state dir's api-keys.json)",
+                enabled=True,
+                value=value,
+                tags={LOCAL_KEY_TAG: "true"},  # type: ignore[arg-type]
+            )
+
     def _remove_ready_file(self) -> None:
         if self._ready_written:
             self.ready_file.unlink(missing_ok=True)
@@ -670,6 +705,13 @@ class LocalFactory:
         with contextlib.suppress(Exception):
             self.client("logs").delete_log_group(logGroupName=TRAINING_LOG_GROUP)
         with contextlib.suppress(Exception):
+            from moto.apigateway.models import apigateway_backends
+
+            keys = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION].keys
+            for key_id, key in list(keys.items()):
+                if _local_key(key):
+                    del keys[key_id]
+        with contextlib.suppress(Exception):
             self.client("kms").schedule_key_deletion(
                 KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7
             )
@@ -751,6 +793,12 @@ def _check_port_free(host: str, port: int, option: str) -> None:
         raise
     finally:
         probe.close()
+
+
+def _local_key(key: Any) -> bool:
+    """Whether a key of the emulated API Gateway is one of a local Factory's own."""
+    tags = key.tags
+    return isinstance(tags, dict) and bool(tags.get(LOCAL_KEY_TAG))
 
 
 def _count_changes(service: LocalSageMaker | LocalBatch, writer: WriteThrough) -> None:

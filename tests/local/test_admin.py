@@ -234,6 +234,31 @@ def test_local_alone_finds_the_factory_running_on_the_default_state_dir(
     assert code == 0 and isinstance(tenants, list)
 
 
+def test_the_factorys_own_keys_are_listed_each_its_own_tenant_but_never_revoked(
+    factory: LocalFactory, admin: Any
+) -> None:
+    # Given the Factory's own keys alice and bob (its --api-key keys)
+    # When the operator lists keys and tenants
+    code, keys = admin("keys", "list")
+    # Then both are listed, each its own tenant (the owner of the jobs it creates)
+    assert code == 0, keys
+    own = {k["name"]: k for k in keys if k["name"] in ("alice", "bob")}
+    assert set(own) == {"alice", "bob"}
+    assert all(k["enabled"] and k["tenant"] == k["key_id"] for k in own.values())
+    code, tenants = admin("tenants")
+    listed = {t["tenant"]: t["key_ids"] for t in tenants}
+    assert all(listed[k["key_id"]] == k["key_id"] for k in own.values())
+    # and neither revoke nor rotate --revoke-old retires a key the Factory accepts anyway
+    alice = own["alice"]["key_id"]
+    code, error = admin("keys", "revoke", alice)
+    assert code == 2 and "the local Factory's own key" in error and "--api-key" in error
+    code, error = admin("keys", "rotate", "--tenant", alice, "--revoke-old")
+    assert code == 2 and "the local Factory's own key" in error
+    code, keys_after = admin("keys", "list")
+    assert keys_after == keys  # nothing issued, nothing revoked
+    assert Client(factory.api_url, ALICE_KEY).post("check_trained_job").status_code == 200
+
+
 def test_local_without_a_running_factory_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,7 @@ from aifactory_local.sample_data import tagging_records
 pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(sys.executable).parent / "aifactory-local"
+ADMIN = Path(sys.executable).parent / "aifactory-admin"
 HERE = Path(__file__).parent
 FAST = f"*:sklearn_report={sys.executable} {HERE / 'fake_trainer.py'}"
 SLOW = f"*:slow={sys.executable} {HERE / 'slow_trainer.py'}"
@@ -150,9 +151,24 @@ def _job_body(dataset: DatasetServer, receiver: CallbackReceiver, tag: str) -> d
     return body
 
 
+def _admin(cwd: Path, *argv: str) -> Any:
+    """`aifactory-admin --local ARGV --json` run in `cwd`, as an operator runs it there."""
+    done = subprocess.run(
+        [str(ADMIN), "--local", *argv, "--json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Path) -> None:
-    # Given a Factory started with no --api-key, which generated one, and trained a job
-    state = tmp_path / "state"
+    # Given a Factory started with no --api-key, which generated one, on `make run`'s state
+    # dir, and trained a job
+    state = tmp_path / ".aifactory"
     first = Serve(tmp_path, state, "--trainer", FAST, name="first")
     try:
         facts = first.wait_ready()
@@ -167,8 +183,11 @@ def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Pat
             assert done["status"] == "Completed", done
             assert receiver.wait_for_job(job, timeout=60) is not None
             done = _wait_callback_state(facts, key, job, "delivered")
+        # and a key the operator issued with aifactory-admin --local (no ready file named)
+        [issued] = _admin(tmp_path, "keys", "issue", "--tenant", "acme")
     finally:
         assert first.stop() == 0, first.output
+    assert not (state / "ready.json").exists()  # removed at a clean stop
 
     # When it is started again on the same state dir
     second = Serve(tmp_path, state, "--trainer", FAST, name="second")
@@ -187,6 +206,14 @@ def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Pat
         model = requests.get(link.json()["model"], timeout=30)
         assert model.status_code == 200 and model.content[:2] == b"\x1f\x8b"  # the tar.gz
         assert "restored from the state dir" in second.output
+        # and the issued key works, and is listed beside the Factory's own key
+        assert _post(again, issued["value"], "check_trained_job").status_code == 200
+        keys = {k["key_id"]: k for k in _admin(tmp_path, "keys", "list")}
+        assert keys[issued["key_id"]]["tenant"] == "acme"
+        [own] = [k for k in keys.values() if k["name"] == "default"]
+        tenants = {t["tenant"]: t for t in _admin(tmp_path, "tenants")}
+        assert tenants["acme"]["key_ids"] == issued["key_id"]
+        assert tenants[own["tenant"]]["key_ids"] == own["key_id"]
     finally:
         assert second.stop() == 0, second.output
 
