@@ -182,6 +182,8 @@ class LocalFactory:
         self._provisioned: dict[str, str] = {}
         self.writer: WriteThrough | None = None
         self._saved: dict[str, Any] = {}
+        # The previous run's AWS port, when it was in use at this start (another was taken).
+        self.aws_port_moved_from: int | None = None
         self._ready_written = False
 
     # -- facts -------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ class LocalFactory:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._setup_logging()
         self._resolve_api_keys()
-        _check_port_free(LOOPBACK, self.aws_port, "--aws-port")
+        aws_port = self._choose_aws_port()
         _check_port_free(self.host, self.port, "--port")
 
         # The emulated AWS account, and the stack's data resources in it: as the previous run
@@ -281,12 +283,20 @@ class LocalFactory:
         if self.persist:
             # Everything written through to the state dir as it changes.
             self.writer = WriteThrough(self.state_dir, self._capture_state)
-            self.moto = self.writer.moto_server(LOOPBACK, self.aws_port)
+            self.moto = self.writer.moto_server(LOOPBACK, aws_port)
         else:
-            self.moto = MotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
+            self.moto = MotoServer(ip_address=LOOPBACK, port=aws_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
+        if self.persist:
+            persistence.save_aws_port(self.state_dir, port)
+        if self.aws_port_moved_from is not None:
+            log.warning(
+                "the emulated AWS endpoint's previous port %d is in use: it listens on %d now",
+                self.aws_port_moved_from,
+                port,
+            )
         provisioned = self._restore_account() or provisioning.provision(self.aws_endpoint_url)
         self._provisioned = provisioned
         self._register_api_keys()
@@ -462,6 +472,22 @@ class LocalFactory:
                 LocalFactory._active = None
 
     # -- kept between runs ------------------------------------------------------------------
+    def _choose_aws_port(self) -> int:
+        """--aws-port wins; else the port the previous run used, when it is free (presigned
+        model links and the printed export line name it); else a free one."""
+        if self.aws_port:
+            _check_port_free(LOOPBACK, self.aws_port, "--aws-port")
+            return self.aws_port
+        previous = persistence.load_aws_port(self.state_dir) if self.persist else None
+        if previous is None:
+            return 0
+        try:
+            _check_port_free(LOOPBACK, previous, "--aws-port")
+        except (RuntimeError, OSError):
+            self.aws_port_moved_from = previous
+            return 0
+        return previous
+
     def _register_api_keys(self) -> None:
         """The Factory's own keys (--api-key, or the generated one) in the emulated API
         Gateway, beside the keys aifactory-admin issues, so that `keys list` and `tenants`
