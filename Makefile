@@ -157,7 +157,7 @@ $(MUTATE_VENV)/.installed: requirements-dev.txt requirements-mutate.txt layers/c
 mutate: $(MUTATE_VENV)/.installed  ## mutation testing of the shared layer (MODULE=..., SAMPLE=N)
 	@$(if $(SAMPLE),$(if $(MODULE),,$(error SAMPLE needs a MODULE, e.g. make mutate MODULE=store SAMPLE=60)))
 	@mkdir -p .mutation
-	@for f in tests functions events local template.yaml pyproject.toml; do ln -sfn ../$$f .mutation/$$f; done
+	@for f in tests functions events local admin template.yaml pyproject.toml; do ln -sfn ../$$f .mutation/$$f; done
 	@ln -sfn ../layers/common/aifactory .mutation/aifactory
 	$(if $(SAMPLE),$(MUTATE_VENV)/bin/python benchmarks/mutation_sample.py $(MODULE) $(SAMPLE) $(or $(SEED),0) >.mutation/sample.txt)
 	@# The property tests run 50 examples per mutant instead of 1,000.

@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--aws-port",
         type=int,
         default=0,
-        help="port of the emulated AWS endpoint, for `aws --endpoint-url` (default: a free one)",
+        help="port of the emulated AWS endpoint, for `aws --endpoint-url` (default: the one "
+        "the previous run used, kept in the state dir, when it is free; else a free one)",
     )
     serve.add_argument(
         "--api-key",
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ready-file",
         type=Path,
-        help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here",
+        help="once up, write JSON {api_url, aws_endpoint_url, bucket, table, api_keys} here "
+        "too (the Factory always writes it to <state dir>/ready.json, removed when it stops)",
     )
     runtime_options(serve, ".aifactory")
 
@@ -393,6 +395,16 @@ def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
     write_private(path, (json.dumps(facts, indent=2) + "\n").encode())
 
 
+def aws_port_moved(previous: int, aws_endpoint_url: str) -> str:
+    """Said when the port kept in the state dir was taken, and another one chosen."""
+    return (
+        f"Note: the emulated AWS endpoint is on a new port, {aws_endpoint_url}: port {previous}, "
+        "which the previous run used, is in use. Model links handed out before name port "
+        f"{previous} and fail until the Factory runs there again (free it, or give "
+        f"--aws-port {previous}); paste the export line above again.\n"
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     api_keys = dict(args.api_key) or None
     factory = _factory(
@@ -417,6 +429,11 @@ def serve(args: argparse.Namespace) -> int:
         factory.start()
         if not stop.is_set():
             print(describe(factory), flush=True)
+            if factory.aws_port_moved_from is not None:
+                print(
+                    aws_port_moved(factory.aws_port_moved_from, factory.aws_endpoint_url),
+                    flush=True,
+                )
             if args.ready_file:
                 _write_ready_file(args.ready_file, factory.facts())
         while not stop.wait(0.5):

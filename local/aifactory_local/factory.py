@@ -18,6 +18,7 @@ Template parameters take their defaults, or the values given as `parameters`
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import secrets
@@ -61,6 +62,9 @@ from aifactory_local.writethrough import WriteThrough
 
 log = logging.getLogger("aifactory_local.factory")
 
+# Marks the Factory's own API keys in the emulated API Gateway (aifactory-admin will not
+# revoke them: they are accepted as long as the Factory runs with them).
+LOCAL_KEY_TAG = "aifactory:local-key"
 # Set for the handlers while the Factory runs; credentials and profiles from the
 # environment are hidden so nothing reaches a real AWS account.
 _HIDDEN_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE")
@@ -178,6 +182,9 @@ class LocalFactory:
         self._provisioned: dict[str, str] = {}
         self.writer: WriteThrough | None = None
         self._saved: dict[str, Any] = {}
+        # The previous run's AWS port, when it was in use at this start (another was taken).
+        self.aws_port_moved_from: int | None = None
+        self._ready_written = False
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -208,6 +215,11 @@ class LocalFactory:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def ready_file(self) -> Path:
+        """Written once the Factory is up (facts(), 0600), removed when it stops."""
+        return self.state_dir / persistence.READY
 
     def facts(self) -> dict[str, Any]:
         """What the ready file holds."""
@@ -262,7 +274,7 @@ class LocalFactory:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._setup_logging()
         self._resolve_api_keys()
-        _check_port_free(LOOPBACK, self.aws_port, "--aws-port")
+        aws_port = self._choose_aws_port()
         _check_port_free(self.host, self.port, "--port")
 
         # The emulated AWS account, and the stack's data resources in it: as the previous run
@@ -271,14 +283,23 @@ class LocalFactory:
         if self.persist:
             # Everything written through to the state dir as it changes.
             self.writer = WriteThrough(self.state_dir, self._capture_state)
-            self.moto = self.writer.moto_server(LOOPBACK, self.aws_port)
+            self.moto = self.writer.moto_server(LOOPBACK, aws_port)
         else:
-            self.moto = MotoServer(ip_address=LOOPBACK, port=self.aws_port, verbose=False)
+            self.moto = MotoServer(ip_address=LOOPBACK, port=aws_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
+        if self.persist:
+            persistence.save_aws_port(self.state_dir, port)
+        if self.aws_port_moved_from is not None:
+            log.warning(
+                "the emulated AWS endpoint's previous port %d is in use: it listens on %d now",
+                self.aws_port_moved_from,
+                port,
+            )
         provisioned = self._restore_account() or provisioning.provision(self.aws_endpoint_url)
         self._provisioned = provisioned
+        self._register_api_keys()
 
         # SageMaker training, whose state changes go to the event bus (created below).
         self.sagemaker = LocalSageMaker(
@@ -401,6 +422,11 @@ class LocalFactory:
                 raise RuntimeError(_port_in_use(self.host, self.port, "--port")) from None
             raise
         self.api.start()
+        # What a client needs to reach this Factory, where aifactory-admin --local looks.
+        persistence.write_private(
+            self.ready_file, (json.dumps(self.facts(), indent=2) + "\n").encode()
+        )
+        self._ready_written = True
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
 
     def stop(self) -> None:
@@ -414,6 +440,7 @@ class LocalFactory:
         for timer in self.timers:
             timer.request_stop()
         steps: list[tuple[str, Callable[[], object]]] = [
+            ("ready file", self._remove_ready_file),
             *([("API", self.api.stop)] if self.api else []),
             *[("queue poller", poller.stop) for poller in self.pollers],
             *[("schedule", timer.stop) for timer in self.timers],
@@ -445,6 +472,58 @@ class LocalFactory:
                 LocalFactory._active = None
 
     # -- kept between runs ------------------------------------------------------------------
+    def _choose_aws_port(self) -> int:
+        """--aws-port wins; else the port the previous run used, when it is free (presigned
+        model links and the printed export line name it); else a free one."""
+        if self.aws_port:
+            _check_port_free(LOOPBACK, self.aws_port, "--aws-port")
+            return self.aws_port
+        previous = persistence.load_aws_port(self.state_dir) if self.persist else None
+        if previous is None:
+            return 0
+        try:
+            _check_port_free(LOOPBACK, previous, "--aws-port")
+        except (RuntimeError, OSError):
+            self.aws_port_moved_from = previous
+            return 0
+        return previous
+
+    def _register_api_keys(self) -> None:
+        """The Factory's own keys (--api-key, or the generated one) in the emulated API
+        Gateway, beside the keys aifactory-admin issues, so that `keys list` and `tenants`
+        show them. Each keeps the id the gateway gives it here (derived from its value: the
+        owner of its jobs), which CreateApiKey cannot set, and may be shorter than the 20
+        characters CreateApiKey asks for: so they go into moto's model directly, as the
+        state dir's account does. A key of an earlier run that this one was not given is
+        removed, or the gateway would still accept it."""
+        from moto.apigateway.models import ApiKey as GatewayKey
+        from moto.apigateway.models import apigateway_backends
+
+        backend = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION]
+        wanted = {api_key_id(value): (name, value) for name, value in self.api_keys.items()}
+        for key_id, key in list(backend.keys.items()):
+            if _local_key(key) and key_id not in wanted:
+                del backend.keys[key_id]
+        for key_id, (name, value) in wanted.items():
+            known = backend.keys.get(key_id)
+            if known is not None and known.value == value:
+                known.name, known.enabled = name, True
+                continue
+            backend.keys[key_id] = GatewayKey(
+                api_key_id=key_id,
+                name=name,
+                description="the local Factory's own key (--api-key, or generated into its "
+                "state dir's api-keys.json)",
+                enabled=True,
+                value=value,
+                tags={LOCAL_KEY_TAG: "true"},  # type: ignore[arg-type]
+            )
+
+    def _remove_ready_file(self) -> None:
+        if self._ready_written:
+            self.ready_file.unlink(missing_ok=True)
+            self._ready_written = False
+
     def _resolve_api_keys(self) -> None:
         """--api-key wins; else the state dir's keys; else the generated one, saved there."""
         if self._keys_given or not self.persist:
@@ -652,6 +731,13 @@ class LocalFactory:
         with contextlib.suppress(Exception):
             self.client("logs").delete_log_group(logGroupName=TRAINING_LOG_GROUP)
         with contextlib.suppress(Exception):
+            from moto.apigateway.models import apigateway_backends
+
+            keys = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION].keys
+            for key_id, key in list(keys.items()):
+                if _local_key(key):
+                    del keys[key_id]
+        with contextlib.suppress(Exception):
             self.client("kms").schedule_key_deletion(
                 KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7
             )
@@ -733,6 +819,12 @@ def _check_port_free(host: str, port: int, option: str) -> None:
         raise
     finally:
         probe.close()
+
+
+def _local_key(key: Any) -> bool:
+    """Whether a key of the emulated API Gateway is one of a local Factory's own."""
+    tags = key.tags
+    return isinstance(tags, dict) and bool(tags.get(LOCAL_KEY_TAG))
 
 
 def _count_changes(service: LocalSageMaker | LocalBatch, writer: WriteThrough) -> None:

@@ -3,6 +3,11 @@ Factory at a time the use of a state dir.
 
     <state>/lock              held (flock) while a Factory runs; names its process
     <state>/api-keys.json     the API keys (0600): a generated key is reused on the next start
+    <state>/aws-port          the emulated AWS endpoint's port, reused on the next start when it
+                              is free: presigned model links and `export AWS_ENDPOINT_URL=...`
+                              name it
+    <state>/ready.json        while the Factory runs: what a client needs to reach it (0600),
+                              as --ready-file has it; aifactory-admin --local reads it
     <state>/state.bin         everything else, in one file (0600), format 2: the emulated AWS
                               account (S3 objects, DynamoDB items, SQS messages, the KMS key,
                               the API keys issued with aifactory-admin, the training logs and
@@ -134,6 +139,24 @@ def save_api_keys(state_dir: Path, keys: dict[str, str]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(keys, indent=2) + "\n").encode()
     _write_atomic(state_dir / "api-keys.json", data, mode=0o600)
+
+
+# -- the emulated AWS endpoint's port ---------------------------------------------------------
+AWS_PORT = "aws-port"
+READY = "ready.json"
+
+
+def load_aws_port(state_dir: Path) -> int | None:
+    """The port the previous run's emulated AWS endpoint listened on, if it kept one."""
+    try:
+        port = int((state_dir / AWS_PORT).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def save_aws_port(state_dir: Path, port: int) -> None:
+    _write_atomic(state_dir / AWS_PORT, f"{port}\n".encode())
 
 
 # -- the emulated account ---------------------------------------------------------------------
@@ -314,7 +337,7 @@ SAVED_FILES = (SNAPSHOT, *LEGACY_FILES)
 
 
 def forget(state_dir: Path) -> None:
-    """--fresh: drop the saved account and jobs (the API keys stay)."""
+    """--fresh: drop the saved account and jobs (the API keys and the AWS port stay)."""
     import shutil
 
     for name in SAVED_FILES:

@@ -6,7 +6,7 @@ import uuid
 import boto3
 import pytest
 
-from aifactory_local.admin import main
+from aifactory_admin.cli import main
 from tests.integration.flow import Dataset, call, seed_request
 
 # A stack whose outputs name the emulated stack's resources, as the Factory's template does.

@@ -2,7 +2,9 @@
 jobs, failed callbacks and dead-letter queues, as an operator runs them. Clients talk to the
 Factory over HTTP with the keys the CLI printed."""
 
+import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aifactory_local.admin import main
+from aifactory_admin.cli import main
 from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.factory import LocalFactory
 from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client
@@ -20,7 +22,8 @@ from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFactory]:
     """A local Factory whose callbacks are given up on at their first retry (the 72-hour
     window scaled to nothing), so a failed callback needs no waiting."""
-    state = tmp_path_factory.mktemp("aifactory-admin-state")
+    # The state dir `make run` uses, .aifactory, in a directory of its own.
+    state = tmp_path_factory.mktemp("aifactory-admin") / ".aifactory"
     with LocalFactory(
         api_keys={"alice": ALICE_KEY, "bob": BOB_KEY},
         state_dir=state,
@@ -205,6 +208,66 @@ def test_a_tenant_name_is_checked_and_a_missing_key_named(admin: Any) -> None:
     assert code == 2 and "nosuchkey" in error
 
 
+def test_local_alone_finds_the_factory_running_on_the_default_state_dir(
+    factory: LocalFactory,
+    ready: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a Factory running on the state dir .aifactory, which keeps its ready file there
+    monkeypatch.chdir(factory.state_dir.parent)
+    assert json.loads((factory.state_dir / "ready.json").read_text()) == factory.facts()
+
+    def admin(*argv: str) -> tuple[int, Any]:
+        capsys.readouterr()
+        code = main([*argv, "--json"])
+        out = capsys.readouterr()
+        return code, (json.loads(out.out) if code == 0 else out.err)
+
+    # When the operator gives --local with no ready file, or the state dir
+    code, keys = admin("--local", "keys", "list")
+    # Then it reads the running Factory, as with its ready file named
+    assert code == 0, keys
+    assert admin("--local", str(ready), "keys", "list") == (0, keys)
+    assert admin("--local", str(factory.state_dir), "keys", "list") == (0, keys)
+    code, tenants = admin("--local", "tenants")
+    assert code == 0 and isinstance(tenants, list)
+
+
+def test_the_factorys_own_keys_are_listed_each_its_own_tenant_but_never_revoked(
+    factory: LocalFactory, admin: Any
+) -> None:
+    # Given the Factory's own keys alice and bob (its --api-key keys)
+    # When the operator lists keys and tenants
+    code, keys = admin("keys", "list")
+    # Then both are listed, each its own tenant (the owner of the jobs it creates)
+    assert code == 0, keys
+    own = {k["name"]: k for k in keys if k["name"] in ("alice", "bob")}
+    assert set(own) == {"alice", "bob"}
+    assert all(k["enabled"] and k["tenant"] == k["key_id"] for k in own.values())
+    code, tenants = admin("tenants")
+    listed = {t["tenant"]: t["key_ids"] for t in tenants}
+    assert all(listed[k["key_id"]] == k["key_id"] for k in own.values())
+    # and neither revoke nor rotate --revoke-old retires a key the Factory accepts anyway
+    alice = own["alice"]["key_id"]
+    code, error = admin("keys", "revoke", alice)
+    assert code == 2 and "the local Factory's own key" in error and "--api-key" in error
+    code, error = admin("keys", "rotate", "--tenant", alice, "--revoke-old")
+    assert code == 2 and "the local Factory's own key" in error
+    code, keys_after = admin("keys", "list")
+    assert keys_after == keys  # nothing issued, nothing revoked
+    assert Client(factory.api_url, ALICE_KEY).post("check_trained_job").status_code == 200
+
+
+def test_local_without_a_running_factory_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--local", "tenants"]) == 2
+    error = capsys.readouterr().err
+    assert ".aifactory/ready.json" in error and "--local DIR" in error
+
+
 def test_without_json_each_command_prints_a_table(
     ready: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,3 +307,15 @@ def test_the_jobs_table_never_cuts_a_job_name_or_a_time(
     [line] = [line for line in capsys.readouterr().out.splitlines() if job in line]
     assert f"{row['created_at']}" in line and f"{row['ended_at']}" in line
     assert "callback answered HTTP 503" in line
+
+
+def test_the_operators_tool_is_its_own_package_and_command() -> None:
+    # Given the installed project, When the operator runs aifactory-admin, or its package
+    command = Path(sys.executable).parent / "aifactory-admin"
+    for argv in ([str(command), "--help"], [sys.executable, "-m", "aifactory_admin", "--help"]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        # Then it answers as aifactory-admin, from the operators' package
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("usage: aifactory-admin") and "--stack" in done.stdout
+    # and the local emulator's package holds no part of it
+    assert importlib.util.find_spec("aifactory_local.admin") is None

@@ -25,6 +25,7 @@ from aifactory_local.sample_data import tagging_records
 pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(sys.executable).parent / "aifactory-local"
+ADMIN = Path(sys.executable).parent / "aifactory-admin"
 HERE = Path(__file__).parent
 FAST = f"*:sklearn_report={sys.executable} {HERE / 'fake_trainer.py'}"
 SLOW = f"*:slow={sys.executable} {HERE / 'slow_trainer.py'}"
@@ -150,9 +151,24 @@ def _job_body(dataset: DatasetServer, receiver: CallbackReceiver, tag: str) -> d
     return body
 
 
-def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Path) -> None:
-    # Given a Factory started with no --api-key, which generated one, and trained a job
-    state = tmp_path / "state"
+def _admin(cwd: Path, *argv: str) -> Any:
+    """`aifactory-admin --local ARGV --json` run in `cwd`, as an operator runs it there."""
+    done = subprocess.run(
+        [str(ADMIN), "--local", *argv, "--json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_restart_keeps_jobs_keys_the_aws_port_and_earlier_model_links(tmp_path: Path) -> None:
+    # Given a Factory started with no --api-key, which generated one, on `make run`'s state
+    # dir, and trained a job whose callback carried a link to its model
+    state = tmp_path / ".aifactory"
     first = Serve(tmp_path, state, "--trainer", FAST, name="first")
     try:
         facts = first.wait_ready()
@@ -165,10 +181,16 @@ def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Pat
             job = created.json()["job_name"]
             done = _wait_status(facts, key, job, ("Completed", "Failed"))
             assert done["status"] == "Completed", done
-            assert receiver.wait_for_job(job, timeout=60) is not None
+            callback = receiver.wait_for_job(job, timeout=60)
+            assert callback is not None
             done = _wait_callback_state(facts, key, job, "delivered")
+        earlier_link = callback.json["model"]
+        assert earlier_link.startswith(facts["aws_endpoint_url"])
+        # and a key the operator issued with aifactory-admin --local (no ready file named)
+        [issued] = _admin(tmp_path, "keys", "issue", "--tenant", "acme")
     finally:
         assert first.stop() == 0, first.output
+    assert not (state / "ready.json").exists()  # removed at a clean stop
 
     # When it is started again on the same state dir
     second = Serve(tmp_path, state, "--trainer", FAST, name="second")
@@ -187,8 +209,57 @@ def test_a_restart_keeps_jobs_keys_and_a_completed_jobs_model_link(tmp_path: Pat
         model = requests.get(link.json()["model"], timeout=30)
         assert model.status_code == 200 and model.content[:2] == b"\x1f\x8b"  # the tar.gz
         assert "restored from the state dir" in second.output
+        # and the emulated AWS endpoint is on the same port, so the callback's link still works
+        assert again["aws_endpoint_url"] == facts["aws_endpoint_url"]
+        earlier = requests.get(earlier_link, timeout=30)
+        assert earlier.status_code == 200 and earlier.content == model.content
+        # and the issued key works, and is listed beside the Factory's own key
+        assert _post(again, issued["value"], "check_trained_job").status_code == 200
+        keys = {k["key_id"]: k for k in _admin(tmp_path, "keys", "list")}
+        assert keys[issued["key_id"]]["tenant"] == "acme"
+        [own] = [k for k in keys.values() if k["name"] == "default"]
+        tenants = {t["tenant"]: t for t in _admin(tmp_path, "tenants")}
+        assert tenants["acme"]["key_ids"] == issued["key_id"]
+        assert tenants[own["tenant"]]["key_ids"] == own["key_id"]
     finally:
         assert second.stop() == 0, second.output
+
+
+def test_a_taken_aws_port_is_replaced_saying_so_and_aws_port_wins(tmp_path: Path) -> None:
+    # Given a Factory that ran once and stopped, and its AWS port now taken by another program
+    state = tmp_path / "state"
+    first = Serve(tmp_path, state, name="first")
+    try:
+        port = int(first.wait_ready()["aws_endpoint_url"].rsplit(":", 1)[1])
+    finally:
+        assert first.stop() == 0, first.output
+    with socket.socket() as taken:
+        # (the stopped Factory's connections may linger in TIME_WAIT on it)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        # When it starts again
+        second = Serve(tmp_path, state, name="second")
+        try:
+            facts = second.wait_ready()
+            # Then it runs on another port, says so, and keeps that one for the next start
+            moved = int(facts["aws_endpoint_url"].rsplit(":", 1)[1])
+            assert moved != port
+            second.wait_for_output(rf"port {port}, which the previous run used, is in use")
+            assert f"--aws-port {port}" in second.output
+            assert (state / "aws-port").read_text().strip() == str(moved)
+        finally:
+            assert second.stop() == 0, second.output
+    # and an explicit --aws-port wins over the kept one
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        chosen = probe.getsockname()[1]
+    third = Serve(tmp_path, state, "--aws-port", str(chosen), name="third")
+    try:
+        assert third.wait_ready()["aws_endpoint_url"] == f"http://127.0.0.1:{chosen}"
+        assert "is on a new port" not in third.output
+    finally:
+        assert third.stop() == 0, third.output
 
 
 def test_a_restart_with_fresh_starts_empty_but_keeps_the_key(tmp_path: Path) -> None:
@@ -276,6 +347,8 @@ def test_a_second_factory_on_the_same_state_dir_is_refused_naming_the_first(
         assert "is in use by another local Factory" in second.output
         assert f"pid {first.process.pid}" in second.output
         assert str(state) in second.output
+        # and the first one's ready file is left as it was
+        assert json.loads((state / "ready.json").read_text()) == json.loads(first.ready.read_text())
     finally:
         assert first.stop() == 0, first.output
 

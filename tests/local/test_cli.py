@@ -73,6 +73,10 @@ def test_serve_writes_the_ready_file_serves_the_api_and_stops_cleanly_on_sigterm
 
         # It holds the API keys, so only this user may read it (as api-keys.json)
         assert stat.S_IMODE(ready.stat().st_mode) == 0o600
+        # and the state dir holds the same, where aifactory-admin --local looks
+        kept = tmp_path / "state" / "ready.json"
+        assert kept.read_text() == ready.read_text()
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
 
         # When a client reads the ready file and uses what it says
         facts = json.loads(ready.read_text())
@@ -131,7 +135,7 @@ def test_serve_writes_the_ready_file_serves_the_api_and_stops_cleanly_on_sigterm
     assert "curl -s -X POST" in output and "create_training_job" in output
     assert "alice-serve-key-01234" in output
     assert "stopped." in output
-    assert not ready.exists()
+    assert not ready.exists() and not kept.exists()
     # and the stop took the running trainer down with it
     with pytest.raises(ProcessLookupError):
         os.kill(trainer_pid, 0)

@@ -11,6 +11,7 @@ PACKAGES = {
     "aifactory": REPO / "layers" / "common" / "aifactory",
     "aifactory_local": REPO / "local" / "aifactory_local",
     "aifactory_client": REPO / "client" / "aifactory_client",
+    "aifactory_admin": REPO / "admin" / "aifactory_admin",
 }
 
 

@@ -1,7 +1,7 @@
 """aifactory-admin: the operator's console for a deployed Factory or the local one.
 
     aifactory-admin --stack aifactory tenants
-    aifactory-admin --local .aifactory/ready.json keys issue --tenant acme
+    aifactory-admin --local keys issue --tenant acme
     aifactory-admin --stack aifactory keys rotate --tenant acme
     aifactory-admin --stack aifactory keys revoke KEY_ID
     aifactory-admin --stack aifactory jobs --tenant acme --status Failed
@@ -10,9 +10,13 @@
     aifactory-admin --stack aifactory dlq redrive stage
 
 A deployed stack is found by name through its CloudFormation outputs (AWS credentials and
-region from the usual places, or --region); the local Factory through the ready file
-`aifactory-local serve --ready-file` writes. Every command prints a table, or JSON with
---json. A key's value is printed once, when it is issued, and never again.
+region from the usual places, or --region); the local Factory through the ready file it
+writes in its state dir while it runs: `--local` alone reads .aifactory/ready.json (the state
+dir of `make run`), `--local DIR` another's. Every command prints a table, or JSON
+with --json. A key's value is printed once, when it is issued, and never again.
+
+The local Factory's own keys (--api-key, or the one it generated) are listed too; they are
+not revoked here, since the Factory accepts them as long as it runs with them.
 """
 
 import argparse
@@ -28,6 +32,7 @@ from typing import Any
 
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import EndpointConnectionError
 from rich.console import Console
 from rich.table import Table
 
@@ -44,6 +49,11 @@ DLQS = {
 # Tag values API Gateway accepts, kept to what reads well in a table and a log line.
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# Where `aifactory-local serve` (make run) keeps its ready file while it runs.
+DEFAULT_READY_FILE = ".aifactory/ready.json"
+COMMANDS = ("tenants", "keys", "jobs", "callbacks", "dlq")
+# The tag the local Factory puts on its own keys in its emulated API Gateway.
+LOCAL_KEY_TAG = "aifactory:local-key"
 
 
 class AdminError(Exception):
@@ -81,8 +91,17 @@ class Stack:
 
     @classmethod
     def local(cls, ready_file: str) -> "Stack":
+        path = Path(ready_file)
+        if path.is_dir():  # a state dir
+            path = path / "ready.json"
         try:
-            facts = json.loads(Path(ready_file).read_text())
+            facts = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AdminError(
+                f"--local: no {path}, so no local Factory runs there: the Factory writes "
+                "ready.json in its state dir while it runs (make run: .aifactory/ready.json); "
+                "for another state dir give --local DIR"
+            ) from None
         except (OSError, ValueError) as exc:
             raise AdminError(f"--local {ready_file}: {exc}") from None
         session = boto3.Session(
@@ -222,7 +241,12 @@ def cmd_keys_issue(stack: Stack, args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(stack: Stack, args: argparse.Namespace) -> int:
     tenant = _check_tenant(args.tenant)
-    old = [k["id"] for k in _keys(stack) if _tenant_of(k) == tenant and k.get("enabled")]
+    keys = [k for k in _keys(stack) if _tenant_of(k) == tenant and k.get("enabled")]
+    old = [k["id"] for k in keys]
+    if args.revoke_old:  # refused before a new key is issued: nothing half done
+        for key in keys:
+            if _local_factory_key(key):
+                raise _refuse_local_factory_key(key)
     issued = _issue(stack, tenant)
     revoked = []
     if args.revoke_old:
@@ -239,12 +263,26 @@ def cmd_keys_rotate(stack: Stack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_factory_key(key: dict[str, Any]) -> bool:
+    return bool((key.get("tags") or {}).get(LOCAL_KEY_TAG))
+
+
+def _refuse_local_factory_key(key: dict[str, Any]) -> AdminError:
+    return AdminError(
+        f"key {key['id']} ({key.get('name')}) is the local Factory's own key, given with "
+        "--api-key or generated into its state dir's api-keys.json: the Factory accepts it as "
+        "long as it runs with it. Restart the Factory with other --api-key keys to retire it"
+    )
+
+
 def cmd_keys_revoke(stack: Stack, args: argparse.Namespace) -> int:
     client = stack.client("apigateway")
     try:
         key = client.get_api_key(apiKey=args.key_id, includeValue=False)
     except client.exceptions.NotFoundException:
         raise AdminError(f"no API key with id {args.key_id}") from None
+    if _local_factory_key(key):
+        raise _refuse_local_factory_key(key)
     # Deleted, the key is refused by the gateway at once; its tenant's jobs stay theirs.
     client.delete_api_key(apiKey=args.key_id)
     _emit(args, "Revoked", [{"key_id": args.key_id, "tenant": _tenant_of(key), "revoked": True}])
@@ -404,7 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--stack", help="name of a deployed stack (CloudFormation outputs)")
-    where.add_argument("--local", metavar="READY_FILE", help="the local Factory's ready file")
+    where.add_argument(
+        "--local",
+        metavar="READY_FILE",
+        nargs="?",
+        const=DEFAULT_READY_FILE,
+        help=f"the local Factory's ready file (default {DEFAULT_READY_FILE}, which `make run` "
+        "writes; DIR or DIR/ready.json for a Factory started with --state-dir DIR)",
+    )
     parser.add_argument("--region", help="AWS region of the stack (default: your configuration)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -454,14 +499,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_ready_file(argv: list[str]) -> list[str]:
+    """`--local` followed by the command (no path): the ready file of `make run`. argparse
+    alone would take the command's name for the path."""
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            break  # what follows is the command's
+        if arg == "--local":
+            following = argv[i + 1] if i + 1 < len(argv) else "-"
+            if following.startswith("-") or following in COMMANDS:
+                return [*argv[: i + 1], DEFAULT_READY_FILE, *argv[i + 1 :]]
+            break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_default_ready_file(given))
     args.json = getattr(args, "json", False)
     try:
         stack = Stack.local(args.local) if args.local else Stack.deployed(args.stack, args.region)
         return int(args.run(stack, args))
     except AdminError as exc:
         print(f"aifactory-admin: {exc}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError as exc:
+        where = (
+            f"the local Factory of {args.local} ({exc.kwargs.get('endpoint_url')}): is it still "
+            "running? A Factory killed outright leaves its ready file behind"
+            if args.local
+            else str(exc)
+        )
+        print(f"aifactory-admin: cannot reach {where}", file=sys.stderr)
         return 2
 
 
