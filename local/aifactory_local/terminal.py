@@ -7,15 +7,16 @@
     19:04:14 training        ml_tagger-...   Downloading
     19:04:20 completed       ml_tagger-...   F1 0.87
     19:04:20 callback        ml_tagger-...   delivered (attempt 1)
+    19:05:02 failed          ml_tagger-...   Staging failed: dataset endpoint ... answered HTTP 403
 
 The lines come from what the functions log (job created, dataset staged, job ended, callback
 delivered, retrying, undeliverable) and from the training queue's and the training runtime's
-state changes. A job's end (completed, failed, stopped) is the notifier's: it is printed as
-the callback tells it, with the report the callback carries and the reason it gives, so the
-terminal never looks for a report on its own, and a job that ends in staging has its line
-too. Colour is used
-when the stream is a terminal and NO_COLOR is not set (https://no-color.org); `--quiet` turns
-the lines off. Everything also still goes to the JSON logs under <state dir>/logs/.
+state changes. A job's end (completed, failed, stopped) is the notifier's line, as the
+callback tells it: the F1 of the report the callback carries, or the reason the job failed,
+wherever it ended (in staging, in the queue, in training). The terminal never looks for a
+report itself. Colour is used when the stream is a terminal and NO_COLOR is not set
+(https://no-color.org); `--quiet` turns the lines off. Everything also still goes to the JSON
+logs under <state dir>/logs/.
 """
 
 import contextlib
