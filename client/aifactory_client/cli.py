@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from aifactory_client import WebhookVerificationError, verify_callback
 from aifactory_client.client import KEY_ENV, URL_ENV, Client
 from aifactory_client.errors import FactoryError
-from aifactory_client.models import Callback, JobStatus, Report
+from aifactory_client.models import JobStatus, Report
+from aifactory_client.receiver import CallbackReceiver, ReceivedCallback, masked_headers
 
 # A callback signing secret: Standard Webhooks' prefix and base64 of 32 random bytes.
 SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -514,64 +513,58 @@ def secret(as_json: bool) -> None:
 @click.option("--port", default=8901, show_default=True, type=int)
 @click.option("--secret", help="The job's signing_secret (whsec_...): verify each callback.")
 @click.option("--count", type=int, default=None, help="Exit after N callbacks.")
+@click.option(
+    "--headers", "show_headers", is_flag=True, help="Show each callback's headers (masked)."
+)
 @command
-def listen(host: str, port: int, secret: str | None, count: int | None, as_json: bool) -> None:
-    """A callback receiver: prints each callback and its report (verified with --secret)."""
+def listen(
+    host: str,
+    port: int,
+    secret: str | None,
+    count: int | None,
+    show_headers: bool,
+    as_json: bool,
+) -> None:
+    """A callback receiver: prints each callback and its report (verified with --secret).
+
+    Answers 204 to a callback it accepts, 401 to one whose signature does not verify."""
     console = _console()
-    received: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            return
+    def show(received: ReceivedCallback) -> None:
+        _print_callback(console, received, as_json, show_headers)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            verdict, code, callback = _check_callback(dict(self.headers.items()), body, secret)
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            _print_callback(console, verdict, callback, body, as_json)
-            received.append(code)
-
-    server = HTTPServer((host, port), Handler)
-    server.timeout = 0.5  # so that Ctrl-C and --count are noticed
-    if not as_json:
-        console.print(
-            f"listening on http://{host}:{server.server_address[1]}/"
-            + (" (verifying signatures)" if secret else "")
-        )
     try:
-        while count is None or len(received) < count:
-            server.handle_request()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-def _check_callback(
-    headers: dict[str, str], body: bytes, secret: str | None
-) -> tuple[str, int, Callback | None]:
-    if secret:
+        receiver = CallbackReceiver(host, port, secret=secret, on_receive=show)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    with receiver:
+        if not as_json:
+            console.print(
+                f"listening on {receiver.base_url}/" + (" (verifying signatures)" if secret else "")
+            )
         try:
-            return "verified", 204, verify_callback(headers, body, secret)
-        except WebhookVerificationError as exc:
-            return f"REJECTED ({exc})", 401, None
-    try:
-        return "unverified", 204, Callback.model_validate_json(body)
-    except ValueError:
-        return "unreadable body", 400, None
+            # Short waits, so that Ctrl-C is noticed at once.
+            while not receiver.wait_handled(count if count is not None else 1 << 62, 0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
 
 
 def _print_callback(
-    console: Console, verdict: str, callback: Callback | None, body: bytes, as_json: bool
+    console: Console, received: ReceivedCallback, as_json: bool, show_headers: bool = False
 ) -> None:
+    verdict, callback = received.verdict, received.callback
     if as_json:
         data = callback.model_dump(mode="json", by_alias=True) if callback else None
-        click.echo(json.dumps({"verdict": verdict, "callback": data}))
+        click.echo(json.dumps({"verdict": verdict, "status": received.status, "callback": data}))
         return
+    if show_headers:
+        console.print(f"POST {received.path}\n{masked_headers(received.headers)}", markup=False)
     if callback is None:
-        console.print(f"[red]callback {verdict}[/red] ({len(body)} bytes)")
+        answer = f"answered {received.status}"
+        console.print(f"[red]callback {verdict}[/red] ({len(received.body)} bytes, {answer})")
+        if received.status < 300:  # JSON, but not a callback this client reads: show it
+            console.print(received.body.decode("utf-8", "replace"), markup=False)
         return
     console.print(
         f"callback for [bold]{callback.job_name}[/bold]: ",

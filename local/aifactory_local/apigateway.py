@@ -2,10 +2,12 @@
 
 It answers the way API Gateway does: a path or method the API does not define gets 403
 {"message": "Missing Authentication Token"} (API Gateway does not say 404, so as not to
-reveal which resources exist); a missing or unknown x-api-key gets 403 {"message":
-"Forbidden"}; a handler that raises or returns a malformed response gets 502 {"message":
-"Internal server error"}. Everything else is a REST API proxy integration: the handler gets
-the same event shape API Gateway builds, and its statusCode, headers and body are sent back.
+reveal which resources exist). Locally only, that answer adds a `hint` naming the nearest
+route, since a typo is the usual cause and the deployed message does not say so. A missing
+or unknown x-api-key gets 403 {"message": "Forbidden"}; a handler that raises or returns a
+malformed response gets 502 {"message": "Internal server error"}. Everything else is a REST
+API proxy integration: the handler gets the same event shape API Gateway builds, and its
+statusCode, headers and body are sent back.
 
 As API Gateway does, a request is refused from its headers alone, before its body is read:
 an undefined route (403), a missing or unknown key (403), a declared body over API Gateway's
@@ -26,6 +28,7 @@ up on each request, so a revoked (deleted or disabled) key is refused at once, a
 """
 
 import base64
+import difflib
 import hashlib
 import json
 import logging
@@ -183,7 +186,10 @@ class ApiGateway:
         keyless = (request.command, resource) in self.keyless
         if function is None:
             missing = _gateway_error(
-                403, "Missing Authentication Token", "MissingAuthenticationTokenException"
+                403,
+                "Missing Authentication Token",
+                "MissingAuthenticationTokenException",
+                hint=self._nearest_route(request.command, path),
             )
             self._refuse(request, path, None, missing, started, request_id)
             return
@@ -244,6 +250,21 @@ class ApiGateway:
             if route_method == method and match:
                 return template_path, match.groupdict()
         return path, {}
+
+    def _nearest_route(self, method: str, path: str) -> str:
+        """What a request that matched no route probably meant: the route with its path and
+        another method, or the route whose path is nearest (local only; API Gateway says
+        nothing of the kind)."""
+        methods: dict[str, list[str]] = {}
+        for route_method, route_path in sorted(self.routes):
+            methods.setdefault(route_path, []).append(route_method)
+        asked = f"no route {method} {path}"
+        if path in methods:
+            return f"{asked}; {path} takes {' or '.join(methods[path])}"
+        close = difflib.get_close_matches(path, list(methods), n=1, cutoff=0.6)
+        if close:
+            return f"{asked}; did you mean {' or '.join(methods[close[0]])} {close[0]}?"
+        return f"{asked}; GET /openapi.json lists the routes"
 
     def _key(self, value: str) -> ApiKey | None:
         key = self.keys.get(value)
@@ -398,12 +419,13 @@ def _too_large() -> tuple[int, list[tuple[str, str]], bytes]:
 
 
 def _gateway_error(
-    status: int, message: str, error_type: str
+    status: int, message: str, error_type: str, *, hint: str | None = None
 ) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = {"message": message} | ({"hint": hint} if hint else {})
     return (
         status,
         [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)],
-        json.dumps({"message": message}).encode(),
+        json.dumps(body).encode(),
     )
 
 

@@ -594,7 +594,7 @@ class LocalFactory:
         if self.batch is not None and event.get("source") == "aws.sagemaker":
             self.batch.observe(event)  # a training job Batch started moves its service job
         if self.terminal is not None:
-            self.terminal.state_change(event, self.state_dir / "jobs")
+            self.terminal.state_change(event)
         if self.bus is not None:
             self.bus.put(event)
 

@@ -35,13 +35,22 @@ class SerialDynamoDB:
             return list(self.app(environ, start_response))  # the whole answer, under the lock
 
 
+class _QuietRequestHandler(MotoRequestHandler):
+    """No access-log line per request: a Factory makes thousands, and the people watching
+    its terminal want its own lines. Errors are still logged."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
 class MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose DynamoDB requests are atomic, as DynamoDB's are."""
+    """ThreadedMotoServer whose DynamoDB requests are atomic, as DynamoDB's are, and which
+    writes no access log."""
 
     def _server_entry(self) -> None:
         app = SerialDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
-            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            self._ip_address, self._port, app, True, request_handler=_QuietRequestHandler
         )
         self._server_ready_event.set()
         self._server.serve_forever()

@@ -7,22 +7,24 @@
     19:04:14 training        ml_tagger-...   Downloading
     19:04:20 completed       ml_tagger-...   F1 0.87
     19:04:20 callback        ml_tagger-...   delivered (attempt 1)
+    19:05:02 failed          ml_tagger-...   Staging failed: dataset endpoint ... answered HTTP 403
 
-The lines come from what the functions log (job created, dataset staged, callback delivered,
-failed, retrying, undeliverable) and from the training queue's and the training runtime's
-state changes. Colour is used
-when the stream is a terminal and NO_COLOR is not set (https://no-color.org); `--quiet` turns
-the lines off. Everything also still goes to the JSON logs under <state dir>/logs/.
+The lines come from what the functions log (job created, dataset staged, job ended, callback
+delivered, retrying, undeliverable) and from the training queue's and the training runtime's
+state changes. A job's end (completed, failed, stopped) is the notifier's line, as the
+callback tells it: the F1 of the report the callback carries, or the reason the job failed,
+wherever it ended (in staging, in the queue, in training). The terminal never looks for a
+report itself. Colour is used when the stream is a terminal and NO_COLOR is not set
+(https://no-color.org); `--quiet` turns the lines off. Everything also still goes to the JSON
+logs under <state dir>/logs/.
 """
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 _COLOURS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "cyan": "36", "dim": "2"}
@@ -36,22 +38,6 @@ def use_colour(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
         return True
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and env.get("TERM") != "dumb"
-
-
-def f1_of(report: Any) -> str | None:
-    """The overall F1 of an evaluation.json in either accepted shape (seed or scikit-learn)."""
-    if not isinstance(report, dict):
-        return None
-    log = report.get("log")
-    inner: dict[str, Any] = log if isinstance(log, dict) else report
-    for summary in ("avg", "weighted avg", "macro avg"):
-        metrics = inner.get(summary)
-        if isinstance(metrics, dict) and "f1-score" in metrics:
-            try:
-                return f"{float(metrics['f1-score']):.2f}"
-            except (TypeError, ValueError):
-                return str(metrics["f1-score"])
-    return None
 
 
 class Terminal:
@@ -77,7 +63,7 @@ class Terminal:
             print(text, file=self.stream, flush=True)
 
     # -- from the training runtime -----------------------------------------------------------
-    def state_change(self, event: dict[str, Any], jobs_dir: Path) -> None:
+    def state_change(self, event: dict[str, Any]) -> None:
         detail = event.get("detail") or {}
         if event.get("source") == "aws.batch":
             self._queue_change(detail)
@@ -91,13 +77,7 @@ class Terminal:
         status, secondary = detail.get("TrainingJobStatus"), detail.get("SecondaryStatus")
         if status in ("InProgress", "Stopping"):
             self.line("training", name, str(secondary), "blue")
-        elif status == "Completed":
-            f1 = self._f1(jobs_dir / name)
-            self.line("completed", name, f"F1 {f1}" if f1 else "no evaluation report", "green")
-        elif status == "Failed":
-            self.line("failed", name, str(detail.get("FailureReason", "")), "red")
-        elif status == "Stopped":
-            self.line("stopped", name, str(secondary or ""), "yellow")
+        # The end is the notifier's line (FunctionLogLines, "job ended").
 
     def _queue_change(self, detail: dict[str, Any]) -> None:
         """The training queue: a line when a job starts to wait, and when it leaves."""
@@ -116,16 +96,7 @@ class Terminal:
             if isinstance(created, int) and isinstance(scheduled, int):
                 waited = f"after {max(0, scheduled - created) / 1000:.1f} s; "
             self.line("dequeued", name, f"{waited}starting training", "cyan")
-        elif status == "FAILED" and not detail.get("attempts"):
-            self.line("failed", name, f"in the queue: {detail.get('statusReason', '')}", "red")
-
-    @staticmethod
-    def _f1(job_dir: Path) -> str | None:
-        try:
-            text = (job_dir / "opt" / "ml" / "model" / "evaluation.json").read_text("utf-8")
-            return f1_of(json.loads(text))
-        except (OSError, ValueError):
-            return None
+        # A service job that fails in the queue ends the job: the notifier's "job ended" line.
 
 
 class FunctionLogLines(logging.Handler):
@@ -156,14 +127,15 @@ class FunctionLogLines(logging.Handler):
         elif message == "staging continues in a new invocation":
             records = getattr(record, "staged_records", "?")
             say("staging", job, f"continues in a new invocation ({records} records so far)")
+        elif message == "job ended":
+            _ended(say, record, job)
         elif message == "callback delivered":
             say("callback", job, f"delivered (attempt {getattr(record, 'attempt', 1)})", "green")
         elif message == "callback failed; will retry":
             attempt = getattr(record, "attempt", 1)
-            why = getattr(record, "error", None)
+            why = getattr(record, "error", None) or "no reason given"
             delay = getattr(record, "delay", None)
-            detail = f"retrying (attempt {attempt} failed"
-            detail += f": {why})" if why else ")"
+            detail = f"retrying (attempt {attempt} failed: {why})"
             if delay is not None:
                 detail += f", next in {delay} s"
             say("callback", job, detail, "yellow")
@@ -173,6 +145,27 @@ class FunctionLogLines(logging.Handler):
             say("staging", job, message, "red")
         elif message == "stop requested":
             say("stop", job, "requested by the client", "yellow")
+
+
+# A job's end: the word and colour of its line.
+_ENDS = {"Completed": ("completed", "green"), "Failed": ("failed", "red")}
+
+
+def _ended(say: Any, record: logging.LogRecord, job: str) -> None:
+    """The notifier's account of a job's end: the report's F1, or the reason it failed."""
+    status = str(getattr(record, "status", "?"))
+    what, colour = _ENDS.get(status, (status.lower(), "yellow"))
+    reason = getattr(record, "failure_reason", None)
+    if status == "Completed":
+        f1 = getattr(record, "f1", None)
+        detail = f"F1 {f1}" if f1 else "no evaluation report"
+        if f1 and getattr(record, "report_source", None):
+            detail += " (from SageMaker's final metrics)"
+        if reason:
+            detail += f"; {reason}"
+    else:
+        detail = str(reason or "")
+    say(what, job, detail, colour)
 
 
 def _created_detail(record: logging.LogRecord, job_name: str, owners: dict[str, str]) -> str:

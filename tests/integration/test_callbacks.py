@@ -736,6 +736,8 @@ def test_a_failed_retry_shows_when_the_next_one_is_due(
         job,
         delay,
     )
+    # and why, in the words the job's status gives
+    assert record["error"] == callback["last_error"]
 
 
 def test_a_backoff_sqs_refuses_leaves_the_retry_to_the_queue_and_is_logged(

@@ -65,7 +65,7 @@ def test_the_address_actually_connected_to_is_checked_at_fetch(
     dataset = Dataset([{"text": "a", "label": "b"}])
     httpserver.expect_request("/data").respond_with_handler(dataset)
     data_url = f"http://dataset.example.com:{httpserver.port}/data"
-    callback_url = f"http://hooks.example.com:{callbacks.server.port}/callback"
+    callback_url = f"http://hooks.example.com:{callbacks.port}/callback"
     status, answer, _ = call(fns, "create_training_job", seed_request(data_url, callback_url))
     assert status == 200, answer  # nothing wrong with the names themselves
     # When the job is staged

@@ -224,7 +224,7 @@ def test_a_guarded_connection_every_address_refuses_is_transient_and_names_its_c
         )
     # Then, as without the guard, it is worth retrying and names the socket's error
     assert failed.value.transient
-    assert str(failed.value) == "could not connect (ConnectionRefusedError)"
+    assert str(failed.value) == "could not connect: the connection was refused"
 
 
 def test_a_guarded_connection_keeps_the_connect_timeout_and_socket_options(
@@ -265,7 +265,7 @@ def test_a_guarded_connection_that_times_out_is_transient(dns, loopback_is_publi
             "GET", "http://data.example.com:8080/", max_bytes=100
         )
     assert failed.value.transient
-    assert str(failed.value) == "could not connect (TimeoutError)"
+    assert str(failed.value) == "could not connect: the connection timed out"
 
 
 def test_a_name_that_resolves_to_no_address_fails_as_a_resolution_error(dns):
@@ -278,7 +278,28 @@ def test_a_name_that_resolves_to_no_address_fails_as_a_resolution_error(dns):
         )
     # Then it fails as a name that did not resolve (worth retrying), as an unknown name does
     assert failed.value.transient
-    assert str(failed.value) == "could not connect (gaierror)"
+    assert str(failed.value) == "could not connect: the name did not resolve"
+
+
+@pytest.mark.parametrize("allow_private", [False, True], ids=["deployed", "local"])
+def test_an_unknown_host_name_fails_in_words_a_person_reads(allow_private, monkeypatch):
+    # Given a resolver that knows no such name (as for a typo in a dataset or callback URL)
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == "no-such-host.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # When a request is sent there, deployed (guarded) or locally (private addresses allowed)
+    with pytest.raises(EgressError) as failed:
+        HttpClient(allow_private=allow_private, connect_timeout=2).request(
+            "GET", "http://no-such-host.example:8080/", max_bytes=100
+        )
+    # Then the reason says what happened, not the socket error's type name
+    assert failed.value.transient
+    assert str(failed.value) == "could not connect: the name did not resolve"
 
 
 @pytest.mark.parametrize("allow_private", [False, True])
@@ -489,7 +510,7 @@ def test_a_refused_connection_is_transient_and_names_its_cause():
         )
     # Then it is worth retrying, and the reason names the socket's error, not requests' wrapper
     assert failed.value.transient
-    assert str(failed.value) == "could not connect (ConnectionRefusedError)"
+    assert str(failed.value) == "could not connect: the connection was refused"
 
 
 def test_a_host_name_that_cannot_be_encoded_is_refused_as_permanent():

@@ -41,7 +41,13 @@ def test_a_whole_job_life_logs_its_story_and_no_secret(
     assert [c.headers["Authorization"] for c in callbacks.received] == ["Bearer cb-SECRET-1"] * 2
     # and the logs tell the job's story, with the job named on each step
     messages = [(r["message"], r.get("job_name")) for r in factory_logs.records]
-    steps = ("job created", "dataset staged", "training job created", "callback failed; will retry")
+    steps = (
+        "job created",
+        "dataset staged",
+        "training job created",
+        "job ended",
+        "callback failed; will retry",
+    )
     for step in steps:
         assert (step, job) in messages
     assert any(m == "callback delivered" and j == job for m, j in messages)

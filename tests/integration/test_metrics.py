@@ -2,6 +2,7 @@
 handler prints, with their names, units and low-cardinality dimensions."""
 
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -186,3 +187,24 @@ def test_with_metrics_switched_off_as_the_local_factory_does_nothing_is_printed(
     stage_pending(fns, aws, factory_env)
     # Then no metric line was printed, not even the ones Powertools prints on its own
     assert emitted.read() == []
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["deployed", "local"])
+def test_a_handler_that_records_no_metric_prints_nothing_and_warns_nothing(
+    fns, aws, factory_env, monkeypatch, emitted, disabled
+):
+    # Given metrics on (deployed) or off (as the local Factory runs)
+    if disabled:
+        monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    # When a handler runs that records no metric (a status read of an unknown job), with
+    # every warning shown, as on a fresh interpreter
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, _, _ = call(
+            fns, "check_training_status", {"job_name": "sage-maker-train-20260101-000000-abcdef"}
+        )
+    # Then it flushed no metric line, and warned nothing (Powertools would say "No application
+    # metrics to publish" on stderr)
+    assert status == 404
+    assert emitted.read() == []
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []

@@ -51,6 +51,30 @@ def test_report_in_output_tar_is_sent(fns, aws, factory_env, callbacks, job):
     assert callbacks.received[0].json["log"]["avg"] == SEED_AVG
 
 
+def test_the_end_of_a_job_is_logged_once_with_the_f1_of_the_report_it_sends(
+    fns, aws, factory_env, callbacks, job, factory_logs, settings_override
+):
+    # Given the report in output.tar.gz, where the bundled trainers write it, and a receiver
+    # that fails the first delivery
+    settings_override(CALLBACK_RETRY_BASE_SECONDS="0")
+    callbacks.fail_with = [503]
+    artifacts = {
+        "model.tar.gz": archive(("weights.bin", b"w")),
+        "output.tar.gz": archive(report_member("data/evaluation.json")),
+    }
+    # When the job completes, its completion event comes again, and the callback is retried
+    complete(fns, aws, factory_env, job, artifacts)
+    complete(fns, aws, factory_env, job, artifacts)
+    retried = fns["retry_callback"].lambda_handler(next_retry(aws, factory_env), Context())
+    assert retried == {"batchItemFailures": []}
+    assert len(callbacks.received) == 2
+    # Then one log line tells its end, with the F1 of the report the callback carries (the
+    # local Factory's terminal prints it: it never looks for the report itself)
+    ended = [r for r in factory_logs.records if r["message"] == "job ended"]
+    assert [(r["job_name"], r["status"], r["f1"]) for r in ended] == [(job, "Completed", "0.55")]
+    assert callbacks.received[1].json["log"]["avg"]["f1-score"] == "0.55"
+
+
 def test_report_at_the_start_of_model_tar_is_sent(fns, aws, factory_env, callbacks, job):
     # Given the report first in model.tar.gz, model files after it, and no output.tar.gz
     model = archive(report_member(), ("weights.bin", os.urandom(1024 * 1024)))

@@ -3,12 +3,18 @@
 
 import base64
 import json
+import socket
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+import requests
 from standardwebhooks import Webhook
 
-from aifactory_local.callback_receiver import ReceivedCallback, verify
+from aifactory_local.callback_receiver import CallbackReceiver, ReceivedCallback, verify
 from aifactory_local.factory import scaled_callback_schedule
 
 SECRET = "whsec_" + base64.b64encode(b"local-signing-key-0123456789").decode()
@@ -64,3 +70,77 @@ def test_callback_retry_base_scales_the_whole_schedule() -> None:
     scaled = scaled_callback_schedule(2)
     assert scaled["CALLBACK_RETRY_CAP_SECONDS"] == "1430"
     assert scaled["CALLBACK_RETRY_WINDOW_SECONDS"] == "8640"
+
+
+def _signed_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return dict(signed(body, datetime.now(UTC), secret).headers)
+
+
+def test_a_receiver_with_the_secret_answers_401_to_a_callback_that_does_not_verify() -> None:
+    # Given the receiver the tests and the demo run, with the job's signing secret
+    with CallbackReceiver(secret=SECRET) as receiver:
+        # When a genuine callback arrives, then an altered one, one signed with another
+        # secret, and one with no signature
+        other = "whsec_" + base64.b64encode(b"another-key-0123456789abcd").decode()
+        answers = [
+            requests.post(receiver.url, data=data, headers=headers, timeout=10).status_code
+            for data, headers in (
+                (BODY, _signed_headers(BODY)),
+                (BODY.replace(b"Completed", b"Failed"), _signed_headers(BODY)),
+                (BODY, _signed_headers(BODY, other)),
+                (BODY, {"Content-Type": "application/json"}),
+            )
+        ]
+    # Then only the genuine one is accepted; the others are refused with 401, and kept with
+    # the verdict and the answer
+    assert answers == [204, 401, 401, 401]
+    assert [c.status for c in receiver.received] == answers
+    assert receiver.received[0].verdict == "verified"
+    assert all(c.verdict.startswith("REJECTED") for c in receiver.received[1:])
+
+
+AIFACTORY = Path(sys.executable).parent / "aifactory"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "aifactory_local.callback_receiver"],
+        [str(AIFACTORY), "listen"],
+    ],
+    ids=["python-m-aifactory_local.callback_receiver", "aifactory-listen"],
+)
+def test_both_printed_receiver_commands_refuse_a_forged_callback_with_401(
+    command: list[str], tmp_path: Path
+) -> None:
+    # Given the receiver started from a shell with the job's signing secret, as printed
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "receiver.out"
+    with out.open("w") as handle:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--secret", SECRET],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        # When a genuine callback arrives, and then a forged one
+        url = f"http://127.0.0.1:{port}/callback"
+        genuine = requests.post(url, data=BODY, headers=_signed_headers(BODY), timeout=10)
+        forged = requests.post(
+            url,
+            data=BODY.replace(b"Completed", b"Failed"),
+            headers=_signed_headers(BODY),
+            timeout=10,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    # Then the genuine one is accepted and the forged one refused, by status, not only in words
+    assert (genuine.status_code, forged.status_code) == (204, 401)
+    assert "REJECTED" in out.read_text()

@@ -196,6 +196,9 @@ def test_demo_trains_a_model_end_to_end_and_exits_0(tmp_path: Path) -> None:
     assert "demo passed" in result.stdout
     assert '"status": "Completed"' in result.stdout
     assert "avg (weighted)" in result.stdout
+    # and no warning reached the terminal (metrics are off locally: nothing to publish)
+    assert "No application metrics" not in result.stderr
+    assert "Warning" not in result.stderr, result.stderr
 
 
 def test_spot_interruptions_option_reaches_the_training_runtime_and_refuses_negatives(

@@ -263,9 +263,42 @@ def test_unknown_routes_and_methods_get_api_gateways_missing_token_answer(
     for method, path in (("POST", "/nope"), ("GET", "/check_trained_job")):
         response = alice.session.request(method, f"{factory.api_url}{path}", timeout=10)
         assert response.status_code == 403
-        assert response.json() == {"message": "Missing Authentication Token"}
+        assert response.json()["message"] == "Missing Authentication Token"
+        assert response.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
     # The stage prefix of the execute-api URL is accepted as well
     assert alice.session.post(f"{factory.api_url}/prod/check_trained_job", timeout=10).ok
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "hint"),
+    [
+        (
+            "POST",
+            "/create_trainig_job",
+            "no route POST /create_trainig_job; did you mean POST /create_training_job?",
+        ),
+        (
+            "POST",
+            "/prod/check_training_stats",
+            "no route POST /check_training_stats; did you mean POST /check_training_status?",
+        ),
+        (
+            "GET",
+            "/check_trained_job",
+            "no route GET /check_trained_job; /check_trained_job takes POST",
+        ),
+        ("POST", "/xyz", "no route POST /xyz; GET /openapi.json lists the routes"),
+    ],
+    ids=["typo", "typo-with-stage", "wrong-method", "nothing-near"],
+)
+def test_a_mistyped_route_keeps_api_gateways_answer_and_locally_names_the_nearest_route(
+    factory: LocalFactory, alice: Client, method: str, path: str, hint: str
+) -> None:
+    # When a client mistypes a route
+    response = alice.session.request(method, f"{factory.api_url}{path}", timeout=10)
+    # Then the answer is API Gateway's, and it names the route that was probably meant
+    assert response.status_code == 403
+    assert response.json() == {"message": "Missing Authentication Token", "hint": hint}
 
 
 def test_only_the_consoles_get_routes_answer_without_a_key_with_their_path_parameter(
@@ -281,7 +314,7 @@ def test_only_the_consoles_get_routes_answer_without_a_key_with_their_path_param
     for method, path in (("POST", "/console"), ("GET", "/console/a/b"), ("GET", "/console/")):
         response = anonymous.request(method, f"{factory.api_url}{path}", timeout=10)
         assert response.status_code == 403, (method, path)
-        assert response.json() == {"message": "Missing Authentication Token"}
+        assert response.json()["message"] == "Missing Authentication Token"
     # And every data route still wants its key
     assert anonymous.post(f"{factory.api_url}/check_trained_job", timeout=10).status_code == 403
 

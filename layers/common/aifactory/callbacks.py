@@ -208,6 +208,8 @@ def _attempt(rt: Runtime, job: dict[str, Any], *, first: bool = False) -> Outcom
     except Exception as exc:
         logger.exception("could not build the callback", extra={"job_name": job_name})
         return Outcome(f"internal error while building the callback ({type(exc).__name__})")
+    if first:
+        _log_end(job_name, body)
     if body.get("log") is not None and job.get("report") != body["log"]:
         # Kept on the record so check_training_status shows the report of an ended job.
         try:
@@ -239,6 +241,23 @@ def _attempt(rt: Runtime, job: dict[str, Any], *, first: bool = False) -> Outcom
     if not 200 <= response.status < 300:
         return Outcome(f"callback answered HTTP {response.status}")
     return Outcome()
+
+
+def _log_end(job_name: str, body: dict[str, Any]) -> None:
+    """The job's end as its callback tells it, once: the status, a failure's reason and the
+    report's overall F1, as the client will read them (the local Factory's terminal shows
+    this line). The reason names no header or secret: it is the one the client is shown."""
+    log = body.get("log") if isinstance(body.get("log"), dict) else None
+    logger.info(
+        "job ended",
+        extra={
+            "job_name": job_name,
+            "status": body["status"],
+            "failure_reason": body.get("failure_reason"),
+            "f1": ((log or {}).get("avg") or {}).get("f1-score"),
+            "report_source": (log or {}).get("source"),  # set when not from evaluation.json
+        },
+    )
 
 
 def _later(seconds: int) -> str:
@@ -295,10 +314,11 @@ def start_delivery(rt: Runtime, job_name: str) -> None:
     if outcome.permanent:
         _give_up(rt, job, 1, outcome.error, to_dlq=False)
         return
-    logger.warning(
-        "callback failed; will retry", extra={"job_name": job_name, "error": outcome.error}
-    )
     delay = retry_delay(rt.settings, 1, MAX_DELAY_SECONDS)
+    logger.warning(
+        "callback failed; will retry",
+        extra={"job_name": job_name, "attempt": 1, "error": outcome.error, "delay": delay},
+    )
     rt.queues.send(
         rt.settings.callback_retry_queue_url,
         {"job_name": job_name, "generation": generation, "first_attempt": 2},
@@ -375,7 +395,7 @@ def retry_delivery(
         logger.exception("could not set the retry backoff", extra={"job_name": job_name})
     logger.warning(
         "callback failed; will retry",
-        extra={"job_name": job_name, "attempt": attempt, "delay": delay},
+        extra={"job_name": job_name, "attempt": attempt, "error": outcome.error, "delay": delay},
     )
     raise DeliveryFailed(outcome.error)
 

@@ -10,10 +10,13 @@ there. Redirects are never followed, and every response is bounded in size and t
 ``allow_private`` relaxes the address rules for local development only.
 """
 
+import errno
 import functools
+import http.client
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -362,7 +365,7 @@ class HttpClient:
             if isinstance(cause, EgressError):
                 raise cause from None
             raise EgressError(
-                f"could not connect ({type(cause).__name__})", transient=True
+                f"could not connect: {why_not_connected(cause)}", transient=True
             ) from None
         except requests.exceptions.Timeout:
             raise EgressError("timed out", transient=True) from None
@@ -414,6 +417,33 @@ def _unsendable() -> tuple[type[BaseException], ...]:
         UnicodeError,
         ValueError,
     )
+
+
+# Why a connection failed, in the words of someone reading a job's status or the terminal,
+# not the socket error's type name. The first matching type wins (subclasses first).
+_CONNECT_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (socket.gaierror, "the name did not resolve"),
+    (ConnectionRefusedError, "the connection was refused"),
+    (TimeoutError, "the connection timed out"),
+    (ConnectionResetError, "the connection was reset"),
+    (http.client.RemoteDisconnected, "the server closed the connection without answering"),
+    (ssl.SSLCertVerificationError, "the server's TLS certificate did not verify"),
+    (ssl.SSLError, "the TLS handshake failed"),
+)
+_CONNECT_ERRNOS = {
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.EHOSTUNREACH: "the host is unreachable",
+}
+
+
+def why_not_connected(cause: BaseException) -> str:
+    """A connection failure's cause in words; the error's type name where none fit."""
+    for kind, words in _CONNECT_FAILURES:
+        if isinstance(cause, kind):
+            return words
+    if isinstance(cause, OSError) and cause.errno in _CONNECT_ERRNOS:
+        return _CONNECT_ERRNOS[cause.errno]
+    return f"the connection failed ({type(cause).__name__})"
 
 
 def _root_cause(exc: BaseException) -> BaseException:

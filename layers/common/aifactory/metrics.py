@@ -14,15 +14,33 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import Metrics, MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 
 from aifactory import timefmt
 
 NAMESPACE = "AIFactory"
 SERVICE = "aifactory"
+
+
+class _EMFProvider(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF provider, except that an invocation that recorded no metric flushes
+    nothing and says nothing. Powertools warns "No application metrics to publish" on every
+    such flush (a status read, a reconcile that found nothing to repair, every invocation
+    of the local Factory, whose metrics are off); that is expected here, not a fault."""
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        if self.metric_set or raise_on_empty_metrics:
+            super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+
+
 # The template sets both; a missing one must never fail the handler that flushes.
 metrics = Metrics(
-    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE,
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
+    provider=_EMFProvider(
+        namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE,
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
+    )
 )
 
 # The metric names the alarms and the dashboard in template.yaml refer to.
