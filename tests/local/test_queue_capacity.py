@@ -37,8 +37,9 @@ def factory(
 def test_a_job_sagemaker_refuses_for_capacity_waits_and_then_trains(
     factory: LocalFactory, alice: Client, bob: Client, payload: Any, receiver: Any
 ) -> None:
-    # Given one job training on the only instance the account's quota allows
-    first = alice.create(payload(image=TIMED_IMAGE, sleep_seconds="3"))
+    # Given one job training on the only instance the account's quota allows, long enough
+    # for a second job to be staged beside it on a busy machine
+    first = alice.create(payload(image=TIMED_IMAGE, sleep_seconds="8"))
     alice.wait(first, lambda s: s["secondary_status"] not in ("Staging", "Queued"), timeout=30)
 
     # When a second job asks for the same instance type
