@@ -26,9 +26,11 @@ from aifactory_client import (
     verify_callback,
 )
 from aifactory_local.callback_receiver import CallbackReceiver
+from aifactory_local.dataset_server import DatasetServer
 from aifactory_local.factory import LocalFactory
 from aifactory_local.httpserver import BackgroundServer, QuietHandler
-from tests.local.conftest import ALICE_KEY, BOB_KEY
+from aifactory_local.sample_data import tagging_records
+from tests.local.conftest import ALICE_KEY, BOB_KEY, DATASET_SECRET
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 NO_TRAINER_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/chappieai-sagemaker:no_trainer"
@@ -90,11 +92,15 @@ def proxy(factory: LocalFactory) -> Iterator[FlakyProxy]:
 def test_a_job_is_created_followed_to_its_end_and_reported(
     client: Client, payload: Callable[..., dict[str, Any]], receiver: CallbackReceiver
 ) -> None:
-    # Given the seed's request
+    # Given the seed's request, with a dataset whose pages take a second each, so that the
+    # job is still staging when the client first looks, however fast the machine
     # When a client creates the job and waits for it, watching each change
-    created = client.create(payload())
-    changes: list[JobStatus] = []
-    final = client.wait(created.job_name, timeout=90, on_change=changes.append, poll=0.2)
+    with DatasetServer(
+        tagging_records(), required_headers={"x-api-key": DATASET_SECRET}, latency=1.0
+    ) as slow:
+        created = client.create(payload(dataset=slow))
+        changes: list[JobStatus] = []
+        final = client.wait(created.job_name, timeout=90, on_change=changes.append, poll=0.2)
     # Then it saw the job before it trained (staging, queued for capacity, or starting),
     # then training, and it ended Completed
     assert created.status == "success"
