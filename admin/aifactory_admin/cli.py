@@ -21,7 +21,6 @@ not revoked here, since the Factory accepts them as long as it runs with them.
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -33,13 +32,13 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import EndpointConnectionError
-from rich.console import Console
 from rich.table import Table
 
+from aifactory.statuses import STATUSES
 from aifactory.store import OWNER_INDEX
-from aifactory.tenants import TENANT_TAG
+from aifactory.tenants import LOCAL_KEY_TAG, TENANT_TAG
+from aifactory_client.tables import new_console, print_table
 
-STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
 # What an operator calls each dead-letter queue, and where its messages go back to.
 DLQS = {
     "stage": ("StageDLQUrl", "StageQueueUrl"),
@@ -52,8 +51,6 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 # Where `aifactory-local serve` (make run) keeps its ready file while it runs.
 DEFAULT_READY_FILE = ".aifactory/ready.json"
 COMMANDS = ("tenants", "keys", "jobs", "callbacks", "dlq")
-# The tag the local Factory puts on its own keys in its emulated API Gateway.
-LOCAL_KEY_TAG = "aifactory:local-key"
 
 
 class AdminError(Exception):
@@ -131,20 +128,14 @@ def _emit(args: argparse.Namespace, title: str, rows: list[dict[str, Any]], note
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    console = Console(soft_wrap=True)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 10_000  # a file or a pipe: no line is wrapped to fit a terminal
+    console = new_console(highlight=True)
     table = Table(title=title)
     columns = list(rows[0]) if rows else ["(none)"]
-    cells = [["" if row[c] is None else str(row[c]) for c in columns] for row in rows]
-    for index, column in enumerate(columns):
-        # At least as wide as the column's longest word: a narrow terminal wraps a cell
-        # between words, and never cuts a job name, key id or time short.
-        words = [len(word) for cell in cells for word in cell[index].split()]
-        table.add_column(column, min_width=max([len(column), *words]))
-    for row_cells in cells:
-        table.add_row(*row_cells)
-    console.print(table, crop=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    print_table(console, table)  # a narrow terminal wraps between words, never inside one
     if note:
         console.print(note)
 

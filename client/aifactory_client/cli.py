@@ -8,7 +8,6 @@ exit 1.
 import base64
 import functools
 import json
-import os
 import secrets
 import sys
 import time
@@ -21,7 +20,6 @@ import click
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
-from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +35,7 @@ from aifactory_client.client import KEY_ENV, URL_ENV, Client
 from aifactory_client.errors import FactoryError
 from aifactory_client.models import JobStatus, Report
 from aifactory_client.receiver import CallbackReceiver, ReceivedCallback, masked_headers
+from aifactory_client.tables import new_console, print_table
 
 # A callback signing secret: Standard Webhooks' prefix and base64 of 32 random bytes.
 SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -52,33 +51,9 @@ STATUS_STYLE = {
 }
 
 
-# Wider than any table: output that goes to a file or a pipe is not wrapped to a terminal.
-REDIRECTED_WIDTH = 10_000
-
-
 def _console() -> Console:
     # Created per command so output goes to the stdout of the moment (a test runner's too).
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = REDIRECTED_WIDTH
-    return console
-
-
-def _print_table(console: Console, table: Table) -> None:
-    """Print a table whose columns are each at least as wide as their longest word.
-
-    A terminal too narrow for the table wraps its cells between words; a job name, a time's
-    date or any other word is never cut short. Lines wider than the terminal are left whole.
-    """
-    unlimited = console.options.update_width(REDIRECTED_WIDTH)
-    for column in table.columns:
-        widest = max(
-            (Measurement.get(console, unlimited, cell).minimum for cell in column.cells),
-            default=0,
-        )
-        header = Measurement.get(console, unlimited, column.header).minimum
-        column.min_width = max(widest, header, column.min_width or 0)
-    console.print(table, crop=False)
+    return new_console()
 
 
 def _emit_json(data: Any) -> None:
@@ -185,10 +160,10 @@ def status_table(status: JobStatus, elapsed: float | None = None) -> Table:
 
 
 def _show_end(console: Console, status: JobStatus) -> None:
-    _print_table(console, status_table(status))
+    print_table(console, status_table(status))
     if status.report is not None:
         title = f"Per-class report of {status.job_name}"
-        _print_table(console, report_table(status.report, title=title))
+        print_table(console, report_table(status.report, title=title))
     elif status.ended:
         console.print("(no evaluation report)")
 
@@ -298,7 +273,7 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
             job.CreationTime,
             job.TrainingEndTime or "",
         )
-    _print_table(_console(), table)
+    print_table(_console(), table)
 
 
 @main.command()
@@ -371,7 +346,7 @@ def report(ctx: click.Context, name: str, as_json: bool) -> None:
         report = current.report
         _emit_json(report.model_dump(mode="json", by_alias=True) if report else None)
     elif current.report is not None:
-        _print_table(_console(), report_table(current.report, title=f"Per-class report of {name}"))
+        print_table(_console(), report_table(current.report, title=f"Per-class report of {name}"))
     else:
         why = "it has not ended" if not current.ended else "it has no evaluation report"
         click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)

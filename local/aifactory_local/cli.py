@@ -15,6 +15,7 @@ from typing import Any
 
 from aifactory_local.example import example_request
 from aifactory_local.factory import DUMMY_CREDENTIALS, LocalFactory
+from aifactory_local.persistence import write_ready_file
 from aifactory_local.provision import REGION
 from aifactory_local.template import check_parameters
 from aifactory_local.terminal import Terminal
@@ -387,14 +388,6 @@ def boto3_snippet(bucket: str, table: str) -> str:
     return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
 
 
-def _write_ready_file(path: Path, facts: dict[str, Any]) -> None:
-    """The facts a client needs, API keys included: readable by this user only (0600)."""
-    from aifactory_local.persistence import write_private
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, (json.dumps(facts, indent=2) + "\n").encode())
-
-
 def aws_port_moved(previous: int, aws_endpoint_url: str) -> str:
     """Said when the port kept in the state dir was taken, and another one chosen."""
     return (
@@ -435,7 +428,7 @@ def serve(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             if args.ready_file:
-                _write_ready_file(args.ready_file, factory.facts())
+                write_ready_file(args.ready_file, factory.facts())
         while not stop.wait(0.5):
             pass
         print(f"\n{received[0]} received; stopping.", flush=True)

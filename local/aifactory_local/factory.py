@@ -18,7 +18,6 @@ Template parameters take their defaults, or the values given as `parameters`
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import secrets
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 import boto3
 from botocore.config import Config
 
+from aifactory.tenants import LOCAL_KEY_TAG
 from aifactory_local import lambda_context, persistence
 from aifactory_local import provision as provisioning
 from aifactory_local.apigateway import ApiGateway, ApiKey, api_key_id, emulated_keys
@@ -62,9 +62,6 @@ from aifactory_local.writethrough import WriteThrough
 
 log = logging.getLogger("aifactory_local.factory")
 
-# Marks the Factory's own API keys in the emulated API Gateway (aifactory-admin will not
-# revoke them: they are accepted as long as the Factory runs with them).
-LOCAL_KEY_TAG = "aifactory:local-key"
 # Set for the handlers while the Factory runs; credentials and profiles from the
 # environment are hidden so nothing reaches a real AWS account.
 _HIDDEN_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE")
@@ -423,9 +420,7 @@ class LocalFactory:
             raise
         self.api.start()
         # What a client needs to reach this Factory, where aifactory-admin --local looks.
-        persistence.write_private(
-            self.ready_file, (json.dumps(self.facts(), indent=2) + "\n").encode()
-        )
+        persistence.write_ready_file(self.ready_file, self.facts())
         self._ready_written = True
         log.info("local Factory running: API %s, AWS %s", self.api_url, self.aws_endpoint_url)
 
@@ -497,19 +492,15 @@ class LocalFactory:
         state dir's account does. A key of an earlier run that this one was not given is
         removed, or the gateway would still accept it."""
         from moto.apigateway.models import ApiKey as GatewayKey
-        from moto.apigateway.models import apigateway_backends
 
-        backend = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION]
         wanted = {api_key_id(value): (name, value) for name, value in self.api_keys.items()}
-        for key_id, key in list(backend.keys.items()):
-            if _local_key(key) and key_id not in wanted:
-                del backend.keys[key_id]
+        keys = _drop_local_keys(keep=set(wanted))
         for key_id, (name, value) in wanted.items():
-            known = backend.keys.get(key_id)
+            known = keys.get(key_id)
             if known is not None and known.value == value:
                 known.name, known.enabled = name, True
                 continue
-            backend.keys[key_id] = GatewayKey(
+            keys[key_id] = GatewayKey(
                 api_key_id=key_id,
                 name=name,
                 description="the local Factory's own key (--api-key, or generated into its "
@@ -731,12 +722,7 @@ class LocalFactory:
         with contextlib.suppress(Exception):
             self.client("logs").delete_log_group(logGroupName=TRAINING_LOG_GROUP)
         with contextlib.suppress(Exception):
-            from moto.apigateway.models import apigateway_backends
-
-            keys = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION].keys
-            for key_id, key in list(keys.items()):
-                if _local_key(key):
-                    del keys[key_id]
+            _drop_local_keys(keep=set())
         with contextlib.suppress(Exception):
             self.client("kms").schedule_key_deletion(
                 KeyId=self.env["KMS_KEY_ID"], PendingWindowInDays=7
@@ -821,10 +807,17 @@ def _check_port_free(host: str, port: int, option: str) -> None:
         probe.close()
 
 
-def _local_key(key: Any) -> bool:
-    """Whether a key of the emulated API Gateway is one of a local Factory's own."""
-    tags = key.tags
-    return isinstance(tags, dict) and bool(tags.get(LOCAL_KEY_TAG))
+def _drop_local_keys(keep: set[str]) -> dict[str, Any]:
+    """Remove the local Factory's own keys from the emulated API Gateway, but those whose ids
+    are in `keep`; the gateway's keys, by id."""
+    from moto.apigateway.models import apigateway_backends
+
+    keys: dict[str, Any] = apigateway_backends[provisioning.ACCOUNT_ID][provisioning.REGION].keys
+    for key_id, key in list(keys.items()):
+        tags = key.tags
+        if isinstance(tags, dict) and tags.get(LOCAL_KEY_TAG) and key_id not in keep:
+            del keys[key_id]
+    return keys
 
 
 def _count_changes(service: LocalSageMaker | LocalBatch, writer: WriteThrough) -> None:

@@ -141,9 +141,15 @@ def save_api_keys(state_dir: Path, keys: dict[str, str]) -> None:
     _write_atomic(state_dir / "api-keys.json", data, mode=0o600)
 
 
-# -- the emulated AWS endpoint's port ---------------------------------------------------------
+# -- the emulated AWS endpoint's port, and the ready file --------------------------------------
 AWS_PORT = "aws-port"
 READY = "ready.json"
+
+
+def write_ready_file(path: Path, facts: dict[str, Any]) -> None:
+    """The facts a client needs, API keys included: readable by this user only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, (json.dumps(facts, indent=2) + "\n").encode())
 
 
 def load_aws_port(state_dir: Path) -> int | None:

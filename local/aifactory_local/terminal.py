@@ -11,12 +11,12 @@
 
 The lines come from what the functions log (job created, dataset staged, job ended, callback
 delivered, retrying, undeliverable) and from the training queue's and the training runtime's
-state changes. A job's end (completed, failed, stopped) is the notifier's line, as the
-callback tells it: the F1 of the report the callback carries, or the reason the job failed,
-wherever it ended (in staging, in the queue, in training). The terminal never looks for a
-report itself. Colour is used when the stream is a terminal and NO_COLOR is not set
-(https://no-color.org); `--quiet` turns the lines off. Everything also still goes to the JSON
-logs under <state dir>/logs/.
+state changes. A job's end (completed, failed, stopped) is the line its callback logs when it
+is first sent, as the callback tells it: the F1 of the report the callback carries, or the
+reason the job failed, wherever it ended (in staging, in the queue, in training). The
+terminal never looks for a report itself. Colour is used when the stream is a terminal and
+NO_COLOR is not set (https://no-color.org); `--quiet` turns the lines off. Everything also
+still goes to the JSON logs under <state dir>/logs/.
 """
 
 import contextlib
@@ -77,7 +77,7 @@ class Terminal:
         status, secondary = detail.get("TrainingJobStatus"), detail.get("SecondaryStatus")
         if status in ("InProgress", "Stopping"):
             self.line("training", name, str(secondary), "blue")
-        # The end is the notifier's line (FunctionLogLines, "job ended").
+        # The end is the callback's "job ended" line (FunctionLogLines).
 
     def _queue_change(self, detail: dict[str, Any]) -> None:
         """The training queue: a line when a job starts to wait, and when it leaves."""
@@ -96,7 +96,7 @@ class Terminal:
             if isinstance(created, int) and isinstance(scheduled, int):
                 waited = f"after {max(0, scheduled - created) / 1000:.1f} s; "
             self.line("dequeued", name, f"{waited}starting training", "cyan")
-        # A service job that fails in the queue ends the job: the notifier's "job ended" line.
+        # A service job that fails in the queue ends the job: the callback's "job ended" line.
 
 
 class FunctionLogLines(logging.Handler):
@@ -152,7 +152,7 @@ _ENDS = {"Completed": ("completed", "green"), "Failed": ("failed", "red")}
 
 
 def _ended(say: Any, record: logging.LogRecord, job: str) -> None:
-    """The notifier's account of a job's end: the report's F1, or the reason it failed."""
+    """A job's end as its callback tells it: the report's F1, or the reason it failed."""
     status = str(getattr(record, "status", "?"))
     what, colour = _ENDS.get(status, (status.lower(), "yellow"))
     reason = getattr(record, "failure_reason", None)

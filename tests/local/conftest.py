@@ -5,6 +5,10 @@ a dataset endpoint of tagging sentences, one of a broken dataset, and a callback
 all on 127.0.0.1.
 """
 
+import contextlib
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -152,3 +156,25 @@ def ended_training_job(sagemaker: Any, job_name: str, timeout: float = 30.0) -> 
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     return dict(job)
+
+
+@contextlib.contextmanager
+def receiver_command(command: list[str], out: Path) -> Iterator[int]:
+    """A callback receiver started from a shell as `command --port P`, on a free port P,
+    its output written to `out`: yields P once it says it is listening; Ctrl-C stops it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    with out.open("w") as handle:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)

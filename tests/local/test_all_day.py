@@ -21,6 +21,7 @@ from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.dataset_server import DatasetServer
 from aifactory_local.example import example_request
 from aifactory_local.sample_data import tagging_records
+from tests.local.conftest import receiver_command
 
 pytestmark = pytest.mark.e2e
 
@@ -454,21 +455,9 @@ def test_the_callback_receiver_prints_the_headers_it_got_with_their_values_maske
     tmp_path: Path,
 ) -> None:
     # Given the callback receiver started from a shell
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "receiver.out"
-    with out.open("w") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aifactory_local.callback_receiver", "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "listening on" not in out.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.1)
+    command = [sys.executable, "-m", "aifactory_local.callback_receiver"]
+    with receiver_command(command, out) as port:
         # When a callback arrives with a secret header
         answer = requests.post(
             f"http://127.0.0.1:{port}/callback",
@@ -481,9 +470,6 @@ def test_the_callback_receiver_prints_the_headers_it_got_with_their_values_maske
         while '"job_name": "j-1"' not in out.read_text():
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.1)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
     # Then it shows which headers came, the secret only by its length
     printed = out.read_text()
     assert "x-api-key: *** (21 characters)" in printed

@@ -3,8 +3,6 @@
 
 import base64
 import json
-import socket
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ from standardwebhooks import Webhook
 
 from aifactory_local.callback_receiver import CallbackReceiver, ReceivedCallback, verify
 from aifactory_local.factory import scaled_callback_schedule
+from tests.local.conftest import receiver_command
 
 SECRET = "whsec_" + base64.b64encode(b"local-signing-key-0123456789").decode()
 
@@ -114,21 +113,8 @@ def test_both_printed_receiver_commands_refuse_a_forged_callback_with_401(
     command: list[str], tmp_path: Path
 ) -> None:
     # Given the receiver started from a shell with the job's signing secret, as printed
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "receiver.out"
-    with out.open("w") as handle:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--secret", SECRET],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "listening on" not in out.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.1)
+    with receiver_command([*command, "--secret", SECRET], out) as port:
         # When a genuine callback arrives, and then a forged one
         url = f"http://127.0.0.1:{port}/callback"
         genuine = requests.post(url, data=BODY, headers=_signed_headers(BODY), timeout=10)
@@ -138,9 +124,6 @@ def test_both_printed_receiver_commands_refuse_a_forged_callback_with_401(
             headers=_signed_headers(BODY),
             timeout=10,
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     # Then the genuine one is accepted and the forged one refused, by status, not only in words
     assert (genuine.status_code, forged.status_code) == (204, 401)
     assert "REJECTED" in out.read_text()

@@ -15,6 +15,9 @@ from botocore.exceptions import ClientError
 from aifactory import aws
 
 TENANT_TAG = "aifactory:tenant"
+# Marks the local Factory's own keys in its emulated API Gateway (never on a deployed key):
+# aifactory-admin lists them but does not revoke them, since the Factory accepts them anyway.
+LOCAL_KEY_TAG = "aifactory:local-key"
 CACHE_SECONDS = 300.0
 
 _cache: dict[str, tuple[float, str]] = {}
