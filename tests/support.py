@@ -1,5 +1,5 @@
 """Test support shared by the suites: events from events/, handler loading, tar-building
-for evaluation reports, and capturing what the loggers really write."""
+for evaluation reports, capturing what the loggers really write, and a free loopback port."""
 
 import contextlib
 import copy
@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import logging
+import socket
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 FUNCTIONS = ROOT / "functions"
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -51,11 +51,6 @@ STATUS_STYLE = {
 }
 
 
-def _console() -> Console:
-    # Created per command so output goes to the stdout of the moment (a test runner's too).
-    return new_console()
-
-
 def _emit_json(data: Any) -> None:
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json", by_alias=True, exclude_none=False)
@@ -197,7 +192,7 @@ def create(
         if as_json:
             _emit_json(created)
         else:
-            _console().print(f"created [bold]{created.job_name}[/bold]")
+            new_console().print(f"created [bold]{created.job_name}[/bold]")
         return
     final = _follow(client, created.job_name, timeout, poll, as_json)
     sys.exit(0 if final.status == "Completed" else 1)
@@ -214,7 +209,7 @@ def _follow(
             click.echo(json.dumps(status.model_dump(mode="json", by_alias=True)))
 
         return client.wait(name, timeout, on_change_json, poll=poll, poll_max=max(poll, 5.0))
-    console = _console()
+    console = new_console()
     console.print(f"following [bold]{name}[/bold]")
     first: list[JobStatus] = []
     with Live(Text("waiting for the first status..."), console=console, transient=True) as live:
@@ -273,7 +268,7 @@ def jobs(ctx: click.Context, status_filter: str | None, limit: int | None, as_js
             job.CreationTime,
             job.TrainingEndTime or "",
         )
-    print_table(_console(), table)
+    print_table(new_console(), table)
 
 
 @main.command()
@@ -292,7 +287,7 @@ def status(ctx: click.Context, name: str, watch: bool, poll: float, as_json: boo
     if as_json:
         _emit_json(current)
     else:
-        _show_end(_console(), current)
+        _show_end(new_console(), current)
 
 
 @main.command()
@@ -305,7 +300,7 @@ def stop(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         _emit_json(answer)
     else:
-        _console().print(f"stopping [bold]{answer.job_name}[/bold]")
+        new_console().print(f"stopping [bold]{answer.job_name}[/bold]")
 
 
 @main.command("model-url")
@@ -332,7 +327,7 @@ def redeliver(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         _emit_json(answer)
     else:
-        _console().print(f"callback of [bold]{answer.job_name}[/bold] queued for delivery")
+        new_console().print(f"callback of [bold]{answer.job_name}[/bold] queued for delivery")
 
 
 @main.command()
@@ -346,7 +341,8 @@ def report(ctx: click.Context, name: str, as_json: bool) -> None:
         report = current.report
         _emit_json(report.model_dump(mode="json", by_alias=True) if report else None)
     elif current.report is not None:
-        print_table(_console(), report_table(current.report, title=f"Per-class report of {name}"))
+        title = f"Per-class report of {name}"
+        print_table(new_console(), report_table(current.report, title=title))
     else:
         why = "it has not ended" if not current.ended else "it has no evaluation report"
         click.echo(f"No report for {name}: {why} (status {current.status}).", err=True)
@@ -418,7 +414,7 @@ def watch(ctx: click.Context, name: str, poll: float, loss_every: float, as_json
         final = client.wait(name, None, on_change_json, poll=poll, poll_max=max(poll, 5.0))
         sys.exit(0 if final.status == "Completed" else 1)
 
-    console = _console()
+    console = new_console()
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -503,7 +499,7 @@ def listen(
     """A callback receiver: prints each callback and its report (verified with --secret).
 
     Answers 204 to a callback it accepts, 401 to one whose signature does not verify."""
-    console = _console()
+    console = new_console()
 
     def show(received: ReceivedCallback) -> None:
         _print_callback(console, received, as_json, show_headers)

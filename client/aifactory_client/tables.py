@@ -18,7 +18,7 @@ REDIRECTED_WIDTH = 10_000
 
 
 def new_console(*, highlight: bool = False) -> Console:
-    """A console on the stdout of the moment (a test runner's too)."""
+    """A console on the stdout of the moment (a test runner's too): make one per command."""
     console = Console(highlight=highlight, soft_wrap=True)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = REDIRECTED_WIDTH

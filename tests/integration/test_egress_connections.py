@@ -17,6 +17,7 @@ from aifactory import egress
 from aifactory.egress import HttpClient
 from aifactory.errors import EgressError, UnsendableRequest
 from tests.integration.flow import call, seed_request, stage_pending
+from tests.support import unused_port
 
 PUBLIC = "93.184.215.14"
 SECRET = "hunter2-SECRET"
@@ -43,13 +44,6 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ all on 127.0.0.1.
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from aifactory_local.dataset_server import DatasetServer
 from aifactory_local.example import example_request
 from aifactory_local.factory import LocalFactory
 from aifactory_local.sample_data import bad_records, tagging_records
+from tests.support import unused_port
 
 ALICE_KEY = "alice-local-key-0123456789"
 BOB_KEY = "bob-local-key-9876543210"
@@ -162,9 +162,7 @@ def ended_training_job(sagemaker: Any, job_name: str, timeout: float = 30.0) -> 
 def receiver_command(command: list[str], out: Path) -> Iterator[int]:
     """A callback receiver started from a shell as `command --port P`, on a free port P,
     its output written to `out`: yields P once it says it is listening; Ctrl-C stops it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = unused_port()
     with out.open("w") as handle:
         process = subprocess.Popen(
             [*command, "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT

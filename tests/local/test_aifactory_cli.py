@@ -2,7 +2,6 @@
 
 import base64
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from aifactory_client.cli import main
 from aifactory_local.callback_receiver import CallbackReceiver
 from aifactory_local.factory import LocalFactory
 from tests.local.conftest import ALICE_KEY
+from tests.support import unused_port
 
 NO_TRAINER_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/chappieai-sagemaker:no_trainer"
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -220,7 +220,7 @@ def test_without_a_url_or_key_the_command_names_the_option_and_the_variable() ->
 
 def test_an_unreachable_factory_is_retried_aloud_then_named(run: Callable[..., Result]) -> None:
     # Given a URL where nothing listens
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{unused_port()}"
     # When a command calls it, with two retries
     result = run("--url", url, "--retries", "2", "jobs")
     # Then each retry is announced on stderr, and the error names the URL and why
@@ -287,12 +287,6 @@ def test_jobs_table_never_cuts_a_name_or_a_time(run: Callable[..., Result], fini
                 assert word in out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _post_when_up(url: str, **kwargs: Any) -> requests.Response:
     deadline = time.monotonic() + 10
     while True:
@@ -305,7 +299,7 @@ def _post_when_up(url: str, **kwargs: Any) -> requests.Response:
 
 def test_listen_verifies_signatures_and_prints_each_report() -> None:
     # Given a listener with the job's signing secret, for two callbacks
-    port = _free_port()
+    port = unused_port()
     results: list[Result] = []
     args = ["listen", "--port", str(port), "--secret", SECRET, "--count", "2"]
     thread = threading.Thread(

@@ -22,6 +22,7 @@ from aifactory_local.dataset_server import DatasetServer
 from aifactory_local.example import example_request
 from aifactory_local.sample_data import tagging_records
 from tests.local.conftest import receiver_command
+from tests.support import unused_port
 
 pytestmark = pytest.mark.e2e
 
@@ -252,9 +253,7 @@ def test_a_taken_aws_port_is_replaced_saying_so_and_aws_port_wins(tmp_path: Path
         finally:
             assert second.stop() == 0, second.output
     # and an explicit --aws-port wins over the kept one
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        chosen = probe.getsockname()[1]
+    chosen = unused_port()
     third = Serve(tmp_path, state, "--aws-port", str(chosen), name="third")
     try:
         assert third.wait_ready()["aws_endpoint_url"] == f"http://127.0.0.1:{chosen}"

@@ -4,12 +4,13 @@ free port and a temporary state dir in place of the ones it names)."""
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import unused_port
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +26,6 @@ def documents() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_readme_has_runnable_blocks_that_start_and_use_the_factory() -> None:
     blocks = [b for doc in documents() for b in runnable_blocks(doc.read_text())]
     assert blocks, "no ```sh runnable block in README.md or docs/"
@@ -41,7 +36,7 @@ def test_the_readme_has_runnable_blocks_that_start_and_use_the_factory() -> None
 def test_the_readmes_runnable_commands_work_as_printed(tmp_path: Path) -> None:
     # Given the README's runnable blocks, aimed at a free port and a temporary state dir
     script = "\n".join(b for doc in documents() for b in runnable_blocks(doc.read_text()))
-    script = re.sub(r"\bPORT=\d+", f"PORT={_free_port()}", script, count=1)
+    script = re.sub(r"\bPORT=\d+", f"PORT={unused_port()}", script, count=1)
     script = re.sub(r"\bSTATE=\S+", f"STATE={tmp_path / 'state'}", script, count=1)
     venv = Path(sys.executable).parent.parent
     script = script.replace(".venv/", f"{venv}/")

@@ -4,7 +4,6 @@ what a running Factory's terminal really prints for the ends of jobs and their c
 import io
 import logging
 import re
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from aifactory_local.provision import ACCOUNT_ID
 from aifactory_local.sample_data import tagging_records
 from aifactory_local.terminal import FunctionLogLines, Terminal, use_colour
 from tests.local.conftest import ALICE_KEY, BOB_KEY, FAKE_TRAINER, Client
+from tests.support import unused_port
 
 TERMINAL_OUT = io.StringIO()
 SKLEARN_IMAGE = f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/custom:sklearn_report"
@@ -139,12 +139,6 @@ def test_a_bundled_trainers_job_ends_with_the_f1_of_the_report_its_callback_carr
     assert lines.index(ended[0]) < lines.index(f"callback {job} delivered (attempt 1)")
 
 
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("dataset", "reason"),
     [
@@ -163,7 +157,7 @@ def test_a_job_that_fails_in_staging_prints_a_failed_line_with_the_reason_status
     with DatasetServer(tagging_records(20), required_headers={"x-api-key": "another"}) as server:
         body = payload(server)
         if dataset == "dead-port":
-            body["dataset_endpoint"]["url"] = f"http://127.0.0.1:{_unused_port()}/datasets"
+            body["dataset_endpoint"]["url"] = f"http://127.0.0.1:{unused_port()}/datasets"
         # When the job is created and staging fails
         job = alice.create(body)
         final = alice.wait_terminal(job, timeout=60)
